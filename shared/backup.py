@@ -1,0 +1,51 @@
+"""The temporary backup store's layout: one folder per recording, nothing outside it.
+
+    <root>/<tenant_id>/<recording_id>/capture/<participant_id>/<track_id>/<seq>.rgc
+    <root>/<tenant_id>/<recording_id>/output/<file>
+
+Every path is built from validated ids and checked to stay under the recording's folder, so no
+id or name from outside can reach another recording's files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .ids import TENANT_ID_RE, is_recording_id, is_safe_name
+
+
+class UnsafePath(ValueError):
+    pass
+
+
+def recording_dir(root: Path, tenant_id: str, recording_id: str) -> Path:
+    if not TENANT_ID_RE.match(tenant_id):
+        raise UnsafePath(f"tenant id {tenant_id!r} is not valid")
+    if not is_recording_id(recording_id):
+        raise UnsafePath(f"recording id {recording_id!r} is not valid")
+    return root / tenant_id / recording_id
+
+
+def inside(base: Path, relative: str) -> Path:
+    """``base / relative``, refusing anything that would resolve outside ``base``."""
+    if "\x00" in relative or relative.startswith(("/", "\\")):
+        raise UnsafePath(f"path {relative!r} is not a relative path")
+    candidate = (base / relative).resolve()
+    if not candidate.is_relative_to(base.resolve()):
+        raise UnsafePath(f"path {relative!r} leaves its recording folder")
+    return candidate
+
+
+def capture_dir(rec_dir: Path, participant_id: str, track_id: str) -> Path:
+    for part in (participant_id, track_id):
+        if not is_safe_name(part):
+            raise UnsafePath(f"name {part!r} is not a safe path segment")
+    return rec_dir / "capture" / participant_id / track_id
+
+
+def segment_name(seq: int) -> str:
+    return f"{seq:06d}.rgc"
+
+
+def output_dir(rec_dir: Path) -> Path:
+    return rec_dir / "output"

@@ -1,0 +1,132 @@
+"""Configuration from ``RESGUARDO_*`` environment variables, validated once at start.
+
+Each service declares a frozen dataclass; each field's ``metadata["doc"]`` is its documentation
+(the README table is generated from these, so it cannot drift). A bad value stops the process
+with one sentence naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+PREFIX = "RESGUARDO_"
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or wrong; the message names the variable."""
+
+
+def env_name(field_name: str) -> str:
+    return PREFIX + field_name.upper()
+
+
+def setting(default: Any, doc: str, *, secret: bool = False) -> Any:
+    return field(default=default, metadata={"doc": doc, "secret": secret})
+
+
+def _convert(name: str, raw: str, typ: Any) -> Any:
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if raw == "":
+            return None
+        return _convert(name, raw, args[0])
+    if typ is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, not {raw!r}.")
+    if typ is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, not {raw!r}.") from None
+    if typ is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, not {raw!r}.") from None
+    if typ is Path:
+        return Path(raw).expanduser()
+    if origin is tuple:
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
+    return raw
+
+
+def load(cls: type[T], env: Mapping[str, str] | None = None) -> T:
+    """Build ``cls`` from the environment; unset variables keep their defaults."""
+    env = os.environ if env is None else env
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = env_name(f.name)
+        if name in env:
+            values[f.name] = _convert(name, env[name], hints[f.name])
+    try:
+        obj = cls(**values)
+    except ConfigError:
+        raise
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate()
+    return obj
+
+
+def describe(cls: type[Any]) -> list[tuple[str, str, str]]:
+    """(variable, default, doc) for every field: the source of the README's config table."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else ""
+        rows.append(
+            (
+                env_name(f.name),
+                "" if default is None else str(default),
+                str(f.metadata.get("doc", "")),
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class CommonConfig:
+    """What every service needs: where the data lives and how to reach NATS and PostgreSQL."""
+
+    data_dir: Path = setting(
+        Path(".resguardo"), "Where embedded servers, backups, keys and logs go."
+    )
+    nats_url: str = setting(
+        "",
+        "NATS server URL. Empty: `resguardo up` starts an embedded nats-server under the data dir.",
+    )
+    database_url: str = setting(
+        "",
+        "PostgreSQL URL. Empty: `resguardo up` starts an embedded "
+        "PostgreSQL (pgserver) under the data dir.",
+    )
+    backup_dir: Path | None = setting(
+        None, "The temporary backup store (captures and outputs). Default: <data dir>/backup."
+    )
+    log_level: str = setting("INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
+
+    @property
+    def backup_root(self) -> Path:
+        return (self.backup_dir or self.data_dir / "backup").resolve()
+
+    def validate(self) -> None:
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(
+                f"{env_name('log_level')} must be DEBUG, INFO, WARNING or ERROR, "
+                f"not {self.log_level!r}."
+            )
+        if self.nats_url and not self.nats_url.startswith(("nats://", "tls://")):
+            raise ConfigError(f"{env_name('nats_url')} must start with nats:// or tls://.")

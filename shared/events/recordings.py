@@ -1,0 +1,35 @@
+"""RECORDINGS stream: what users asked for. Written by the API, read by every service."""
+
+from __future__ import annotations
+
+from .base import Event, StreamSpec
+
+STREAM = StreamSpec(
+    name="RECORDINGS",
+    prefix="recordings",
+    owner="api",
+    description="Recording lifecycle requests from the API: started, stop requested, resend.",
+)
+
+
+class RecordingStarted(Event, frozen=True, kw_only=True, tag="recording.started"):
+    destination_id: str
+    destination_name: str
+    # SHA-256 of the per-recording WHIP bearer token: the proxy checks tokens without ever
+    # seeing them stored, and the token itself never enters the log.
+    whip_token_sha256: str
+    label: str = ""
+
+
+class RecordingStopRequested(Event, frozen=True, kw_only=True, tag="recording.stop_requested"):
+    requested_by: str = "api"
+
+
+class ResendRequested(Event, frozen=True, kw_only=True, tag="recording.resend_requested"):
+    request_id: str
+    destination_id: str
+    destination_name: str
+
+
+RecordingEvent = RecordingStarted | RecordingStopRequested | ResendRequested
+EVENTS: tuple[type[Event], ...] = (RecordingStarted, RecordingStopRequested, ResendRequested)

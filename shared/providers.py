@@ -1,0 +1,104 @@
+"""Destination providers: which config fields each takes, and which of them are secret.
+
+The vault validates every destination against these declarations (unknown or missing fields are
+an error naming the field); only the secret fields are encrypted, the rest stay readable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+FieldType = Literal["str", "int", "bool"]
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    secret: bool = False
+    required: bool = False
+    type: FieldType = "str"
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+
+
+# Fields every provider accepts (issue: verify / persist / key template are per destination).
+COMMON_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("prefix", doc="Key/path prefix under which recordings are written."),
+    FieldSpec(
+        "verify",
+        choices=("checksum", "readback"),
+        doc="checksum: the provider validates (default); readback: download and re-hash.",
+    ),
+    FieldSpec(
+        "persist_backup",
+        type="bool",
+        doc="Keep the backup in our store after a confirmed upload (default false).",
+    ),
+    FieldSpec(
+        "key_template", doc="Remote layout; default '{tenant}/{date}/{recording_id}/{file}'."
+    ),
+)
+
+PROVIDERS: dict[str, tuple[FieldSpec, ...]] = {
+    "s3": (
+        FieldSpec("bucket", required=True, doc="Bucket name."),
+        FieldSpec("region", doc="AWS region (default us-east-1)."),
+        FieldSpec("endpoint_url", doc="S3-compatible endpoint, e.g. http://127.0.0.1:9000."),
+        FieldSpec("path_style", type="bool", doc="Use path-style addressing."),
+        FieldSpec("access_key_id", secret=True, required=True, doc="Access key id."),
+        FieldSpec("secret_access_key", secret=True, required=True, doc="Secret access key."),
+        FieldSpec("session_token", secret=True, doc="Session token for temporary credentials."),
+    ),
+    "file": (
+        FieldSpec(
+            "path", required=True, doc="Local folder (development only): files are copied under it."
+        ),
+    ),
+}
+
+DEFAULT_KEY_TEMPLATE = "{tenant}/{date}/{recording_id}/{file}"
+
+
+class FieldError(ValueError):
+    """A destination config field is wrong; ``field`` names it for the API's 422."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def fields_of(provider: str) -> tuple[FieldSpec, ...]:
+    if provider not in PROVIDERS:
+        raise FieldError(
+            "provider", f"provider must be one of {', '.join(sorted(PROVIDERS))}, not {provider!r}"
+        )
+    return PROVIDERS[provider] + COMMON_FIELDS
+
+
+def split_config(provider: str, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate ``config`` and split it into (public, secret) parts."""
+    specs = {f.name: f for f in fields_of(provider)}
+    for key in config:
+        if key not in specs:
+            raise FieldError(f"config.{key}", f"unknown field config.{key} for provider {provider}")
+    public: dict[str, Any] = {}
+    secret: dict[str, Any] = {}
+    for spec in specs.values():
+        if spec.name not in config or config[spec.name] in (None, ""):
+            if spec.required:
+                raise FieldError(
+                    f"config.{spec.name}", f"config.{spec.name} is required for provider {provider}"
+                )
+            continue
+        value = config[spec.name]
+        expected = {"str": str, "int": int, "bool": bool}[spec.type]
+        if not isinstance(value, expected) or (spec.type == "int" and isinstance(value, bool)):
+            raise FieldError(f"config.{spec.name}", f"config.{spec.name} must be a {spec.type}")
+        if spec.choices and value not in spec.choices:
+            raise FieldError(
+                f"config.{spec.name}",
+                f"config.{spec.name} must be one of {', '.join(spec.choices)}",
+            )
+        (secret if spec.secret else public)[spec.name] = value
+    return public, secret

@@ -1,0 +1,104 @@
+"""Request/reply contracts of the credential vault (core NATS, never stored in a stream).
+
+Subjects:
+    vault.rpc.public_key            -> VaultKeyReply           (anyone)
+    vault.rpc.destinations.create   DestinationCreate -> DestinationReply   (API only)
+    vault.rpc.destinations.list     DestinationQuery  -> DestinationListReply
+    vault.rpc.destinations.get      DestinationQuery  -> DestinationReply
+    vault.rpc.destinations.delete   DestinationQuery  -> DestinationReply
+    vault.rpc.grant                 GrantRequest -> GrantReply  (uploader only)
+
+Secrets travel only sealed (``shared.sealedbox``): the API seals a new destination's config to the
+vault's public key; the vault seals a grant to the uploader's fresh per-job key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+SUBJECT_PUBLIC_KEY = "vault.rpc.public_key"
+SUBJECT_CREATE = "vault.rpc.destinations.create"
+SUBJECT_LIST = "vault.rpc.destinations.list"
+SUBJECT_GET = "vault.rpc.destinations.get"
+SUBJECT_DELETE = "vault.rpc.destinations.delete"
+SUBJECT_GRANT = "vault.rpc.grant"
+
+
+def create_context(tenant_id: str, name: str) -> bytes:
+    return f"destination-create\x00{tenant_id}\x00{name}".encode()
+
+
+def grant_context(job_id: str) -> bytes:
+    return f"grant\x00{job_id}".encode()
+
+
+class VaultKeyReply(msgspec.Struct, frozen=True, kw_only=True):
+    public_key: bytes  # X25519, raw 32 bytes (base64 in JSON)
+
+
+class DestinationView(msgspec.Struct, frozen=True, kw_only=True):
+    """What anyone but the uploader may see of a destination: never a secret."""
+
+    destination_id: str
+    tenant_id: str
+    name: str
+    provider: str
+    config: dict[str, Any]  # non-secret fields only
+    secret_fields: list[str]  # names of the secret fields that are set
+    fingerprint: str  # keyed hash of the secret part: tells two versions apart, reveals nothing
+    created_at: datetime
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    """An error the API turns into an HTTP status: ``status`` and ``field`` are for it."""
+
+    status: int
+    message: str
+    field: str = ""
+
+
+class DestinationCreate(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    name: str
+    provider: str
+    sealed_config: bytes  # sealed JSON object of every field, to the vault key, create_context
+    probe: bool = True
+
+
+class DestinationQuery(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    name: str = ""
+    destination_id: str = ""
+
+
+class DestinationReply(msgspec.Struct, frozen=True, kw_only=True):
+    destination: DestinationView | None = None
+    problem: Problem | None = None
+
+
+class DestinationListReply(msgspec.Struct, frozen=True, kw_only=True):
+    destinations: list[DestinationView]
+
+
+class GrantRequest(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    recording_id: str
+    tenant_id: str
+    destination_id: str
+    public_key: bytes  # the uploader's fresh X25519 key for this job only
+
+
+class Grant(msgspec.Struct, frozen=True, kw_only=True):
+    """The plaintext inside a sealed grant."""
+
+    provider: str
+    config: dict[str, Any]  # non-secret fields
+    secret: dict[str, Any]  # secret fields
+
+
+class GrantReply(msgspec.Struct, frozen=True, kw_only=True):
+    sealed: bytes = b""  # sealed Grant JSON, to GrantRequest.public_key, grant_context(job_id)
+    problem: Problem | None = None
