@@ -58,6 +58,10 @@ def encode(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
+def stream_of_type(event_type: type[Event]) -> StreamSpec:
+    return _STREAM_OF[event_type]
+
+
 def stream_of(event: Event) -> StreamSpec:
     return _STREAM_OF[type(event)]
 
@@ -83,6 +87,7 @@ __all__ = [
     "event_id",
     "now",
     "stream_of",
+    "stream_of_type",
     "subject_of",
     "tag_of",
 ]

@@ -1,0 +1,3 @@
+from resguardo.cli import main
+
+main()
