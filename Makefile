@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint typecheck unit bench schema clean
+.PHONY: setup run test lint typecheck bench schema docs clean
 
 setup: $(STAMP)
 
@@ -39,3 +39,6 @@ schema: setup
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+
+docs: setup
+	$(BIN)/resguardo config --update-readme README.md

@@ -1,0 +1,52 @@
+"""``make bench``: every benchmark, each a ratio against a baseline run in the same process.
+
+Usage: ``python -m bench [name ...]``. Results print as a Markdown table (paste into the README)
+and are saved to bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+BENCHES = ("integrity", "events", "grants", "proxy", "transcoder", "uploader")
+
+
+def main(argv: list[str]) -> int:
+    wanted = argv or list(BENCHES)
+    rows: list[dict[str, object]] = []
+    for name in wanted:
+        try:
+            module = importlib.import_module(f"bench.bench_{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"bench.bench_{name}":
+                print(f"(no bench_{name} yet)", file=sys.stderr)
+                continue
+            raise
+        print(f"running {name}...", file=sys.stderr, flush=True)
+        result = module.run()
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        rows.extend(result)
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    meta = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+    (out / "latest.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+    print("| Benchmark | Ours | Baseline | Ratio (ours/baseline) | Goal |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r['ours']} | {r['baseline']} | {r['ratio']:.2f}x | {r['goal']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
