@@ -44,7 +44,7 @@ async def run() -> list[dict[str, object]]:
 
             raw = encode(event(0, "rec_" + "0" * 24))
             t0 = time.perf_counter()
-            for i in range(n):
+            for _ in range(n):
                 await js.publish(f"captures.rec_{'1' * 24}.segment_written", raw)
             base = time.perf_counter() - t0
             t0 = time.perf_counter()

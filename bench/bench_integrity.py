@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+import statistics
 import time
+from collections.abc import Callable
 
 
-def _cpu(fn: object, rounds: int = 5) -> float:
-    best = float("inf")
+def _cpu_pair(
+    base: Callable[[], None], ours: Callable[[], None], rounds: int = 7
+) -> tuple[float, float]:
+    """Median CPU time of each after a warm-up, interleaved so that machine state (frequency,
+    the other core's load) hits both alike."""
+    base()
+    ours()
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(rounds):
-        t0 = time.process_time()
-        fn()  # type: ignore[operator]
-        best = min(best, time.process_time() - t0)
-    return best
+        for i, fn in enumerate((base, ours)):
+            t0 = time.process_time()
+            fn()
+            times[i].append(time.process_time() - t0)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def run() -> list[dict[str, object]]:
@@ -34,7 +43,7 @@ def run() -> list[dict[str, object]]:
             d.update(data)
         _ = (d.sha256, d.crc32)
 
-    base, mine = _cpu(sha_only), _cpu(ours)
+    base, mine = _cpu_pair(sha_only, ours)
     gib = chunks / 1024
     return [
         {

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+# ISA-L's CRC-32 is the same polynomial as zlib's (IEEE 802.3) at ~50 GB/s instead of ~4 GB/s:
+# it keeps the in-transit checksum almost free next to SHA-256.
+from isal.isal_zlib import crc32
 
 CHUNK = 1 << 20
 
@@ -24,7 +27,7 @@ class Digest:
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         self._sha.update(data)
-        self._crc = zlib.crc32(data, self._crc)
+        self._crc = crc32(data, self._crc)
         self.size += len(data)
 
     @property
