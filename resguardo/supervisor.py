@@ -69,6 +69,12 @@ class Child:
             start_new_session=True,
         )
         self.started_at = time.monotonic()
+        # Operators (and the crash tests) find each service's current pid here.
+        self.pid_path.write_text(f"{self.proc.pid}\n")
+
+    @property
+    def pid_path(self) -> Path:
+        return self.log_path.parent.parent / "run" / f"{self.name}.pid"
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.proc and self.proc.poll() is None:
@@ -81,6 +87,7 @@ class Child:
         if self._log:
             self._log.close()
             self._log = None
+        self.pid_path.unlink(missing_ok=True)
 
 
 class Supervisor:
