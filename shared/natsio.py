@@ -229,7 +229,7 @@ async def run_consumer(
         while True:
             try:
                 msgs = await sub.fetch(batch=max(batch, concurrency), timeout=1.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py raises the builtin one too; nats' is a subclass
                 continue
             except (
                 nats.errors.ConnectionClosedError,

@@ -1,12 +1,13 @@
 """Request/reply contracts of the credential vault (core NATS, never stored in a stream).
 
-Subjects:
-    vault.rpc.public_key            -> VaultKeyReply           (anyone)
-    vault.rpc.destinations.create   DestinationCreate -> DestinationReply   (API only)
-    vault.rpc.destinations.list     DestinationQuery  -> DestinationListReply
-    vault.rpc.destinations.get      DestinationQuery  -> DestinationReply
-    vault.rpc.destinations.delete   DestinationQuery  -> DestinationReply
-    vault.rpc.grant                 GrantRequest -> GrantReply  (uploader only)
+Subjects (outside ``vault.>``, which the VAULT stream owns: a request there would be stored
+and answered by JetStream's publish ack):
+    rpc.vault.public_key            -> VaultKeyReply           (anyone)
+    rpc.vault.destinations.create   DestinationCreate -> DestinationReply   (API only)
+    rpc.vault.destinations.list     DestinationQuery  -> DestinationListReply
+    rpc.vault.destinations.get      DestinationQuery  -> DestinationReply
+    rpc.vault.destinations.delete   DestinationQuery  -> DestinationReply
+    rpc.vault.grant                 GrantRequest -> GrantReply  (uploader only)
 
 Secrets travel only sealed (``shared.sealedbox``): the API seals a new destination's config to the
 vault's public key; the vault seals a grant to the uploader's fresh per-job key.
@@ -19,12 +20,12 @@ from typing import Any
 
 import msgspec
 
-SUBJECT_PUBLIC_KEY = "vault.rpc.public_key"
-SUBJECT_CREATE = "vault.rpc.destinations.create"
-SUBJECT_LIST = "vault.rpc.destinations.list"
-SUBJECT_GET = "vault.rpc.destinations.get"
-SUBJECT_DELETE = "vault.rpc.destinations.delete"
-SUBJECT_GRANT = "vault.rpc.grant"
+SUBJECT_PUBLIC_KEY = "rpc.vault.public_key"
+SUBJECT_CREATE = "rpc.vault.destinations.create"
+SUBJECT_LIST = "rpc.vault.destinations.list"
+SUBJECT_GET = "rpc.vault.destinations.get"
+SUBJECT_DELETE = "rpc.vault.destinations.delete"
+SUBJECT_GRANT = "rpc.vault.grant"
 
 
 def create_context(tenant_id: str, name: str) -> bytes:

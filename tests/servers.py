@@ -28,9 +28,13 @@ class MotoS3:
     def client(self) -> Any:
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.url, region_name=self.region,
-                            aws_access_key_id=self.access_key,
-                            aws_secret_access_key=self.secret_key)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
 
 
 @contextmanager
@@ -39,7 +43,9 @@ def moto_s3(log_dir: Path) -> Iterator[MotoS3]:
     log = (log_dir / "moto.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log, stderr=log, env=python_env(),
+        stdout=log,
+        stderr=log,
+        env=python_env(),
     )
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
@@ -63,8 +69,13 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         self._log = self.log_path.open("ab")
         env = {**python_env(), **self.env}
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=REPO, env=env,
-                                     stdout=self._log, stderr=self._log)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module],
+            cwd=REPO,
+            env=env,
+            stdout=self._log,
+            stderr=self._log,
+        )
         return self
 
     def kill(self) -> None:
@@ -89,8 +100,9 @@ class ServiceProcess:
         return bool(self.proc and self.proc.poll() is None)
 
 
-def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1,
-               message: str = "condition") -> Any:
+def wait_until(
+    predicate: Any, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -102,5 +114,6 @@ def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1,
 
 def service_env(**values: str | Path) -> dict[str, str]:
     return {f"RESGUARDO_{k.upper()}": str(v) for k, v in values.items()} | {
-        "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get(
-            "PYTHONPATH", "")}
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }

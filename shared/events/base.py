@@ -22,12 +22,15 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     occurred_at: datetime
     schema_version: int = 1
 
-    @property
-    def kind(self) -> str:
-        """The tag's last part, used as the last subject token (``captures.<rid>.<kind>``)."""
-        tag = type(self).__struct_config__.tag
-        assert isinstance(tag, str)
-        return tag.rsplit(".", 1)[1]
+
+def subject_kind(event: Event) -> str:
+    """The tag's last part, used as the last subject token (``captures.<rid>.<kind>``).
+
+    A function, not a property: some events have a field named ``kind`` (audio/video).
+    """
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag.rsplit(".", 1)[1]
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class StreamSpec:
         return [f"{self.prefix}.>"]
 
     def subject(self, event: Event) -> str:
-        return f"{self.prefix}.{event.recording_id}.{event.kind}"
+        return f"{self.prefix}.{event.recording_id}.{subject_kind(event)}"
 
     def filter(self, kind: str = "*", recording_id: str = "*") -> str:
         return f"{self.prefix}.{recording_id}.{kind}"

@@ -1,4 +1,4 @@
-"""Write a fixture for every event version that has none yet: `python -m tests.contracts.make_fixtures`.
+"""Write a fixture for every event version that has none: `python -m tests.contracts.make_fixtures`.
 
 Existing fixtures are never rewritten: they are the wire format that old messages in a stream
 still have, and the contract tests prove the current code still decodes them.

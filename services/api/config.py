@@ -1,0 +1,50 @@
+"""The API's settings (``RESGUARDO_*``), on top of what every service shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.config import CommonConfig, ConfigError, env_name, setting
+
+
+@dataclass(frozen=True)
+class ApiConfig(CommonConfig):
+    api_host: str = setting("127.0.0.1", "Address the HTTPS API listens on.")
+    api_port: int = setting(8443, "Port the HTTPS API listens on.")
+    tls_cert: Path | None = setting(
+        None, "TLS certificate (PEM) for the API. Unset: a self-signed one under <data dir>/tls."
+    )
+    tls_key: Path | None = setting(None, "TLS private key (PEM) matching RESGUARDO_TLS_CERT.")
+    whip_public_url: str = setting(
+        "https://127.0.0.1:8444",
+        "Public base URL of the WHIP proxy; a recording's whip_url is <this>/whip/<id>.",
+    )
+    max_credential_chars: int = setting(
+        5000,
+        "Largest destination config body the API accepts before asking the vault (413 beyond).",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.database_url:
+            raise ConfigError(
+                f"{env_name('database_url')} is not set; start the system with `resguardo up` "
+                "or point it at a PostgreSQL database."
+            )
+        if not 0 < self.api_port < 65536:
+            raise ConfigError(f"{env_name('api_port')} must be a port number, not {self.api_port}.")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError(
+                f"{env_name('tls_cert')} and {env_name('tls_key')} must be set together."
+            )
+        if not self.whip_public_url.startswith(("https://", "http://")):
+            raise ConfigError(
+                f"{env_name('whip_public_url')} must be an https:// (or http://) base URL."
+            )
+        if self.max_credential_chars < 256:
+            raise ConfigError(f"{env_name('max_credential_chars')} must be at least 256.")
+
+    @property
+    def whip_base(self) -> str:
+        return self.whip_public_url.rstrip("/")

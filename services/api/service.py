@@ -1,0 +1,49 @@
+"""The API service: HTTPS server, projector tasks, and the bootstrap of tokens and schema."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from shared.service import ServiceContext, main
+from shared.tls import ensure_self_signed, server_context
+
+from . import db, projector, tokens
+from .app import Deps, build_app
+from .config import ApiConfig
+from .vault import VaultClient
+
+log = logging.getLogger(__name__)
+
+
+async def serve(ctx: ServiceContext[ApiConfig]) -> None:
+    config = ctx.config
+    pool = await db.connect(config.database_url)
+    ctx.stack.push_async_callback(pool.close)
+    await db.migrate(pool)
+    await tokens.bootstrap(pool, config.data_dir)
+
+    if config.tls_cert and config.tls_key:
+        cert, key = config.tls_cert, config.tls_key
+    else:
+        cert, key = ensure_self_signed(config.data_dir / "tls")
+    ssl_context = server_context(cert, key)
+
+    for stream in projector.PROJECTED:
+        ctx.spawn(projector.follow(ctx.js, pool, stream), name=f"projector-{stream.name}")
+
+    deps = Deps(config=config, pool=pool, js=ctx.js, vault=VaultClient(ctx.nc))
+    runner = web.AppRunner(build_app(deps), access_log=logging.getLogger("services.api.access"))
+    await runner.setup()
+    ctx.stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, config.api_host, config.api_port, ssl_context=ssl_context)
+    await site.start()
+    log.info(
+        "listening",
+        extra={"url": f"https://{config.api_host}:{config.api_port}", "cert": str(cert)},
+    )
+
+
+def run() -> None:
+    main("api", ApiConfig, serve)

@@ -1,0 +1,152 @@
+"""The credential vault as a service: request/reply handlers on the subjects of
+``shared.vault_rpc`` (core NATS, queue group "vault").
+
+Replies are JSON (msgspec) of the structs in ``shared.vault_rpc``; every failure is a ``Problem``
+the API can map to an HTTP status. Nothing here ever logs a request body.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from shared import service
+from shared.service import ServiceContext
+from shared.vault_rpc import (
+    SUBJECT_CREATE,
+    SUBJECT_DELETE,
+    SUBJECT_GET,
+    SUBJECT_GRANT,
+    SUBJECT_LIST,
+    SUBJECT_PUBLIC_KEY,
+    DestinationCreate,
+    DestinationListReply,
+    DestinationQuery,
+    DestinationReply,
+    GrantReply,
+    GrantRequest,
+    Problem,
+)
+
+from . import store
+from .config import VaultConfig
+from .keys import load_master_keys, load_vault_key
+from .vault import Vault
+
+log = logging.getLogger(__name__)
+
+QUEUE = "vault"
+REQUESTER_HEADER = "Resguardo-Service"
+
+_encoder = msgspec.json.Encoder()
+Reply = msgspec.Struct
+
+
+def _routes(vault: Vault) -> list[tuple[str, Callable[[Msg], Awaitable[Reply]]]]:
+    async def public_key(msg: Msg) -> Reply:
+        return vault.public_key()
+
+    async def create(msg: Msg) -> Reply:
+        return await vault.create(msgspec.json.decode(msg.data, type=DestinationCreate))
+
+    async def list_(msg: Msg) -> Reply:
+        q = msgspec.json.decode(msg.data, type=DestinationQuery)
+        reply = await vault.list(q)
+        # The list reply has no problem field: a tenant id that is not valid has no destinations.
+        return (
+            reply
+            if isinstance(reply, DestinationListReply)
+            else DestinationListReply(destinations=[])
+        )
+
+    async def get(msg: Msg) -> Reply:
+        return await vault.get(msgspec.json.decode(msg.data, type=DestinationQuery))
+
+    async def delete(msg: Msg) -> Reply:
+        return await vault.delete(msgspec.json.decode(msg.data, type=DestinationQuery))
+
+    async def grant(msg: Msg) -> Reply:
+        req = msgspec.json.decode(msg.data, type=GrantRequest)
+        requester = (msg.headers or {}).get(REQUESTER_HEADER, "unknown")[:64]
+        return await vault.grant(req, requester)
+
+    return [
+        (SUBJECT_PUBLIC_KEY, public_key),
+        (SUBJECT_CREATE, create),
+        (SUBJECT_LIST, list_),
+        (SUBJECT_GET, get),
+        (SUBJECT_DELETE, delete),
+        (SUBJECT_GRANT, grant),
+    ]
+
+
+def _failure(subject: str, status: int, message: str) -> Reply:
+    problem = Problem(status=status, message=message)
+    if subject == SUBJECT_GRANT:
+        return GrantReply(problem=problem)
+    return DestinationReply(problem=problem)
+
+
+def _callback(
+    subject: str, handler: Callable[[Msg], Awaitable[Reply]]
+) -> Callable[[Msg], Awaitable[None]]:
+    async def cb(msg: Msg) -> None:
+        try:
+            reply = await handler(msg)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            # msgspec names the path and expected type, never the offending value.
+            reply = _failure(subject, 400, f"the request to {subject} is malformed: {exc}")
+        except Exception:
+            log.exception("request failed", extra={"subject": subject})
+            reply = _failure(
+                subject, 503, "the vault could not handle the request; retry, or see its log"
+            )
+        if msg.reply:
+            try:
+                await msg.respond(_encoder.encode(reply))
+            except Exception as exc:
+                log.warning("could not reply", extra={"subject": subject, "error": repr(exc)})
+
+    return cb
+
+
+async def serve(ctx: ServiceContext[VaultConfig]) -> None:
+    cfg = ctx.config
+    keys = load_master_keys(cfg.master_keys, cfg.master_key_path)
+    vault_key = load_vault_key(cfg.vault_key_path)
+    pool = await store.connect(cfg.database_url)
+    ctx.stack.push_async_callback(pool.close)
+    await store.create_schema(pool)
+    vault = Vault(
+        keys=keys,
+        vault_key=vault_key,
+        pool=pool,
+        js=ctx.js,
+        max_credential_chars=cfg.max_credential_chars,
+    )
+    subs: list[Subscription] = []
+    for subject, handler in _routes(vault):
+        subs.append(await ctx.nc.subscribe(subject, queue=QUEUE, cb=_callback(subject, handler)))
+    await ctx.nc.flush()
+
+    async def unsubscribe() -> None:
+        # Runs before the pool closes (exit stack is LIFO): finish in-flight requests first.
+        for sub in subs:
+            try:
+                await sub.drain()  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                log.debug("drain failed", extra={"error": repr(exc)})
+
+    ctx.stack.push_async_callback(unsubscribe)
+    log.info(
+        "vault ready",
+        extra={"key_versions": sorted(keys.keys), "newest_key_version": keys.newest},
+    )
+
+
+def run() -> None:
+    service.main("credentials", VaultConfig, serve)

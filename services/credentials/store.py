@@ -1,0 +1,213 @@
+"""PostgreSQL schema ``vault``: destinations (ciphertexts only) and granted jobs.
+
+Every query names the tenant: a tenant can never read, list or delete another tenant's row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+SCHEMA_LOCK = 0x7265737661756C74  # pg_advisory_xact_lock id: "resvault"
+
+SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS vault;
+CREATE TABLE IF NOT EXISTS vault.destinations (
+    destination_id text PRIMARY KEY,
+    tenant_id      text NOT NULL,
+    name           text NOT NULL,
+    provider       text NOT NULL,
+    public_config  jsonb NOT NULL,
+    secret_fields  text[] NOT NULL,
+    ciphertext     bytea NOT NULL,
+    wrapped_key    bytea NOT NULL,
+    key_version    integer NOT NULL,
+    fingerprint    text NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (tenant_id, name)
+);
+CREATE TABLE IF NOT EXISTS vault.grants (
+    job_id         text PRIMARY KEY,
+    recording_id   text NOT NULL,
+    tenant_id      text NOT NULL,
+    destination_id text NOT NULL,
+    requester      text NOT NULL,
+    key_version    integer NOT NULL,
+    granted_at     timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+@dataclass(frozen=True)
+class DestinationRow:
+    destination_id: str
+    tenant_id: str
+    name: str
+    provider: str
+    public_config: dict[str, Any]
+    secret_fields: list[str]
+    ciphertext: bytes
+    wrapped_key: bytes
+    key_version: int
+    fingerprint: str
+    created_at: datetime
+
+
+class DuplicateName(Exception):
+    pass
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def connect(url: str, *, attempts: int = 30) -> asyncpg.Pool:
+    """A pool to ``url``, retried while the database is still starting."""
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=5, init=_init_connection)
+            assert pool is not None
+            return pool
+        except (OSError, asyncpg.PostgresError) as exc:
+            if attempt == attempts:
+                raise
+            log.warning("database not reachable yet; retrying", extra={"error": type(exc).__name__})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+async def create_schema(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        # Two vaults starting at once would race on CREATE ... IF NOT EXISTS: serialise them.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
+        await conn.execute(SCHEMA)
+
+
+# Queries are spelled out in full (no string building): every value is a $n parameter.
+_INSERT = """
+    INSERT INTO vault.destinations
+           (destination_id, tenant_id, name, provider, public_config, secret_fields, ciphertext,
+            wrapped_key, key_version, fingerprint, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    RETURNING destination_id, tenant_id, name, provider, public_config, secret_fields,
+              ciphertext, wrapped_key, key_version, fingerprint, created_at"""
+_LIST = """
+    SELECT destination_id, tenant_id, name, provider, public_config, secret_fields, ciphertext,
+           wrapped_key, key_version, fingerprint, created_at
+      FROM vault.destinations WHERE tenant_id = $1 ORDER BY name"""
+_GET = """
+    SELECT destination_id, tenant_id, name, provider, public_config, secret_fields, ciphertext,
+           wrapped_key, key_version, fingerprint, created_at
+      FROM vault.destinations
+     WHERE tenant_id = $1 AND ($2 = '' OR destination_id = $2) AND ($3 = '' OR name = $3)"""
+_DELETE = """
+    DELETE FROM vault.destinations
+     WHERE tenant_id = $1 AND ($2 = '' OR destination_id = $2) AND ($3 = '' OR name = $3)
+    RETURNING destination_id, tenant_id, name, provider, public_config, secret_fields,
+              ciphertext, wrapped_key, key_version, fingerprint, created_at"""
+
+
+def _row(record: asyncpg.Record) -> DestinationRow:
+    return DestinationRow(
+        destination_id=record["destination_id"],
+        tenant_id=record["tenant_id"],
+        name=record["name"],
+        provider=record["provider"],
+        public_config=dict(record["public_config"]),
+        secret_fields=list(record["secret_fields"]),
+        ciphertext=bytes(record["ciphertext"]),
+        wrapped_key=bytes(record["wrapped_key"]),
+        key_version=record["key_version"],
+        fingerprint=record["fingerprint"],
+        created_at=record["created_at"],
+    )
+
+
+async def insert_destination(pool: asyncpg.Pool, row: DestinationRow) -> DestinationRow:
+    try:
+        record = await pool.fetchrow(
+            _INSERT,
+            row.destination_id,
+            row.tenant_id,
+            row.name,
+            row.provider,
+            row.public_config,
+            row.secret_fields,
+            row.ciphertext,
+            row.wrapped_key,
+            row.key_version,
+            row.fingerprint,
+            row.created_at,
+        )
+    except asyncpg.UniqueViolationError:
+        raise DuplicateName from None
+    assert record is not None
+    return _row(record)
+
+
+async def list_destinations(pool: asyncpg.Pool, tenant_id: str) -> list[DestinationRow]:
+    records = await pool.fetch(
+        _LIST,
+        tenant_id,
+    )
+    return [_row(r) for r in records]
+
+
+async def get_destination(
+    pool: asyncpg.Pool, tenant_id: str, *, destination_id: str = "", name: str = ""
+) -> DestinationRow | None:
+    record = await pool.fetchrow(
+        _GET,
+        tenant_id,
+        destination_id,
+        name,
+    )
+    return _row(record) if record else None
+
+
+async def delete_destination(
+    pool: asyncpg.Pool, tenant_id: str, *, destination_id: str = "", name: str = ""
+) -> DestinationRow | None:
+    """Delete the row, wrapped data key included (crypto-shredding); the deleted row or None."""
+    record = await pool.fetchrow(
+        _DELETE,
+        tenant_id,
+        destination_id,
+        name,
+    )
+    return _row(record) if record else None
+
+
+async def record_grant(
+    pool: asyncpg.Pool,
+    *,
+    job_id: str,
+    recording_id: str,
+    tenant_id: str,
+    destination_id: str,
+    requester: str,
+    key_version: int,
+) -> bool:
+    """Insert the job; False if it was granted before (the primary key makes this atomic)."""
+    status = await pool.execute(
+        """INSERT INTO vault.grants
+               (job_id, recording_id, tenant_id, destination_id, requester, key_version)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_id) DO NOTHING""",
+        job_id,
+        recording_id,
+        tenant_id,
+        destination_id,
+        requester,
+        key_version,
+    )
+    return bool(status == "INSERT 0 1")

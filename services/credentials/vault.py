@@ -1,0 +1,400 @@
+"""The vault's request handlers: destinations (create/list/get/delete) and one-shot grants.
+
+Each handler takes a decoded request and returns a reply struct; ``service.py`` does the NATS
+wiring. Secrets are handled in ``bytearray``s that are overwritten once used.
+
+What Python cannot guarantee: ``bytes`` and ``str`` are immutable, so copies we cannot overwrite
+still exist — the plaintext that ``sealedbox.open_sealed`` returns when a config is created, the
+``str`` values msgspec makes while validating it, and transient copies inside ``cryptography``,
+the allocator and the garbage collector. Wiping the buffers we own shortens the secret's life in
+memory; it does not prove it is gone. Keep the vault's host and core dumps protected accordingly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from nats.js import JetStreamContext
+
+from shared import natsio, sealedbox
+from shared.events import event_id, now
+from shared.events import recordings as rec_events
+from shared.events import uploads as up_events
+from shared.events import vault as vault_events
+from shared.ids import TENANT_ID_RE, is_recording_id, is_safe_name, new_destination_id
+from shared.providers import FieldError, fields_of, split_config
+from shared.vault_rpc import (
+    SUBJECT_PUBLIC_KEY,
+    DestinationCreate,
+    DestinationListReply,
+    DestinationQuery,
+    DestinationReply,
+    DestinationView,
+    GrantReply,
+    GrantRequest,
+    Problem,
+    VaultKeyReply,
+    create_context,
+    grant_context,
+)
+
+from . import aead, crypto, store
+from .keys import MasterKeys
+
+log = logging.getLogger(__name__)
+
+MAX_JOB_ID = 200
+
+
+def view_of(row: store.DestinationRow) -> DestinationView:
+    return DestinationView(
+        destination_id=row.destination_id,
+        tenant_id=row.tenant_id,
+        name=row.name,
+        provider=row.provider,
+        config=row.public_config,
+        secret_fields=row.secret_fields,
+        fingerprint=row.fingerprint,
+        created_at=row.created_at,
+    )
+
+
+def utf8_chars(buf: bytes | bytearray) -> int:
+    """Characters in UTF-8 ``buf`` without decoding it (no immutable copy of a secret)."""
+    return sum(1 for b in buf if b & 0xC0 != 0x80)
+
+
+def check_tenant(tenant_id: str) -> Problem | None:
+    if not TENANT_ID_RE.match(tenant_id):
+        return Problem(status=422, message="tenant_id is not a valid tenant id", field="tenant_id")
+    return None
+
+
+@dataclass
+class Refusal(Exception):
+    status: int
+    reason: str
+
+
+@dataclass
+class Vault:
+    keys: MasterKeys
+    vault_key: X25519PrivateKey
+    pool: asyncpg.Pool
+    js: JetStreamContext
+    max_credential_chars: int
+
+    # -- destinations ---------------------------------------------------------------------------
+    def public_key(self) -> VaultKeyReply:
+        return VaultKeyReply(public_key=sealedbox.public_bytes(self.vault_key))
+
+    async def create(self, req: DestinationCreate) -> DestinationReply:
+        problem = check_tenant(req.tenant_id)
+        if problem:
+            return DestinationReply(problem=problem)
+        if not is_safe_name(req.name):
+            return _problem(
+                422,
+                "name must be 1 to 64 letters, digits, '-' or '_', starting with a letter or digit",
+                "name",
+            )
+        try:
+            fields_of(req.provider)
+        except FieldError as exc:
+            return _problem(422, str(exc), exc.field)
+        try:
+            plain = sealedbox.open_sealed(
+                self.vault_key, req.sealed_config, create_context(req.tenant_id, req.name)
+            )
+        except sealedbox.SealError:
+            return _problem(
+                400,
+                "sealed_config could not be opened; seal it to the vault's current public key "
+                f"({SUBJECT_PUBLIC_KEY}) with create_context(tenant_id, name)",
+                "sealed_config",
+            )
+        try:
+            config: Any = msgspec.json.decode(plain)
+        except msgspec.DecodeError:
+            return _problem(422, "config must be a JSON object", "config")
+        finally:
+            del plain
+        if not isinstance(config, dict):
+            return _problem(422, "config must be a JSON object", "config")
+        try:
+            public, secret = split_config(req.provider, config)
+        except FieldError as exc:
+            return _problem(422, str(exc), exc.field)
+        finally:
+            config.clear()
+        secret_fields = sorted(secret)
+        secret_json = crypto.canonical_json(secret)
+        secret.clear()
+        try:
+            chars = utf8_chars(secret_json)
+            if chars > self.max_credential_chars:
+                return _problem(
+                    413,
+                    f"the secret part of the config is {chars} characters; the vault stores at "
+                    f"most {self.max_credential_chars} characters; raise "
+                    "RESGUARDO_MAX_CREDENTIAL_CHARS to allow more",
+                    "config",
+                )
+            destination_id = new_destination_id()
+            sealed = crypto.encrypt_secret(self.keys, req.tenant_id, destination_id, secret_json)
+        finally:
+            aead.wipe(secret_json)
+        row = store.DestinationRow(
+            destination_id=destination_id,
+            tenant_id=req.tenant_id,
+            name=req.name,
+            provider=req.provider,
+            public_config=public,
+            secret_fields=secret_fields,
+            ciphertext=sealed.ciphertext,
+            wrapped_key=sealed.wrapped_key,
+            key_version=sealed.key_version,
+            fingerprint=sealed.fingerprint,
+            created_at=now(),
+        )
+        try:
+            saved = await store.insert_destination(self.pool, row)
+        except store.DuplicateName:
+            return _problem(
+                409,
+                f"a destination named {req.name} already exists for this tenant; "
+                "choose another name or delete that one first",
+                "name",
+            )
+        # Probe (write/read/delete a test object) is not implemented yet: req.probe is accepted
+        # and ignored; the first upload is the first real test of the credentials.
+        log.info(
+            "destination created",
+            extra={
+                "tenant_id": saved.tenant_id,
+                "destination_id": saved.destination_id,
+                "provider": saved.provider,
+                "key_version": saved.key_version,
+            },
+        )
+        return DestinationReply(destination=view_of(saved))
+
+    async def list(self, q: DestinationQuery) -> DestinationListReply | DestinationReply:
+        problem = check_tenant(q.tenant_id)
+        if problem:
+            return DestinationReply(problem=problem)
+        rows = await store.list_destinations(self.pool, q.tenant_id)
+        return DestinationListReply(destinations=[view_of(r) for r in rows])
+
+    async def get(self, q: DestinationQuery) -> DestinationReply:
+        problem = _check_query(q)
+        if problem:
+            return DestinationReply(problem=problem)
+        row = await store.get_destination(
+            self.pool, q.tenant_id, destination_id=q.destination_id, name=q.name
+        )
+        if row is None:
+            return _not_found(q)
+        return DestinationReply(destination=view_of(row))
+
+    async def delete(self, q: DestinationQuery) -> DestinationReply:
+        problem = _check_query(q)
+        if problem:
+            return DestinationReply(problem=problem)
+        row = await store.delete_destination(
+            self.pool, q.tenant_id, destination_id=q.destination_id, name=q.name
+        )
+        if row is None:
+            return _not_found(q)
+        log.info(
+            "destination deleted (its data key is gone with it)",
+            extra={"tenant_id": row.tenant_id, "destination_id": row.destination_id},
+        )
+        return DestinationReply(destination=view_of(row))
+
+    # -- grants ---------------------------------------------------------------------------------
+    async def grant(self, req: GrantRequest, requester: str) -> GrantReply:
+        try:
+            row = await self._check_grant(req, requester)
+        except Refusal as refusal:
+            await self._audit_refusal(req, requester, refusal.reason)
+            log.warning(
+                "grant refused",
+                extra={
+                    "job_id": req.job_id[:MAX_JOB_ID],
+                    "destination_id": req.destination_id[:64],
+                    "requester": requester,
+                    "reason": refusal.reason,
+                },
+            )
+            return GrantReply(problem=Problem(status=refusal.status, message=refusal.reason))
+        # Decrypt into buffers we own, splice the secret JSON into the grant JSON without ever
+        # making a Python str of it, seal, then overwrite both buffers.
+        secret_json: bytearray | None = None
+        grant_json = bytearray()
+        try:
+            try:
+                secret_json = crypto.decrypt_secret(
+                    self.keys,
+                    row.tenant_id,
+                    row.destination_id,
+                    row.ciphertext,
+                    row.wrapped_key,
+                    row.key_version,
+                )
+            except (aead.AeadError, crypto.UnknownKeyVersion) as exc:
+                why = (
+                    "its master key version is not configured"
+                    if isinstance(exc, crypto.UnknownKeyVersion)
+                    else "they failed authentication"
+                )
+                reason = (
+                    f"the stored credentials of this destination could not be decrypted ({why}); "
+                    "restore the master keys or re-create the destination"
+                )
+                log.error("grant failed", extra={"job_id": req.job_id, "reason": reason})
+                await self._audit_refusal(req, requester, reason)
+                return GrantReply(problem=Problem(status=500, message=reason))
+            head = msgspec.json.encode({"provider": row.provider, "config": row.public_config})
+            grant_json += head[:-1] + b',"secret":'
+            grant_json += secret_json
+            grant_json += b"}"
+            sealed = sealedbox.seal(req.public_key, bytes(grant_json), grant_context(req.job_id))
+        finally:
+            if secret_json is not None:
+                aead.wipe(secret_json)
+            aead.wipe(grant_json)
+        await natsio.publish(
+            self.js,
+            vault_events.GrantIssued(
+                event_id=event_id(req.recording_id, "grant_issued", req.job_id),
+                recording_id=req.recording_id,
+                tenant_id=row.tenant_id,
+                occurred_at=now(),
+                job_id=req.job_id,
+                destination_id=row.destination_id,
+                requester=requester,
+                key_version=row.key_version,
+            ),
+        )
+        log.info(
+            "grant issued",
+            extra={
+                "job_id": req.job_id,
+                "recording_id": req.recording_id,
+                "destination_id": row.destination_id,
+                "requester": requester,
+            },
+        )
+        return GrantReply(sealed=sealed)
+
+    async def _check_grant(self, req: GrantRequest, requester: str) -> store.DestinationRow:
+        if not is_recording_id(req.recording_id):
+            raise Refusal(422, "recording_id is not a valid recording id")
+        if not req.job_id or len(req.job_id) > MAX_JOB_ID or not req.job_id.isprintable():
+            raise Refusal(422, "job_id must be 1 to 200 printable characters")
+        if len(req.public_key) != 32:
+            raise Refusal(422, "public_key must be a raw 32-byte X25519 public key")
+        rid = req.recording_id
+        started = await natsio.last_event(self.js, rec_events.STREAM, f"recordings.{rid}.started")
+        if not isinstance(started, rec_events.RecordingStarted):
+            raise Refusal(404, f"recording {rid} was never started; nothing can be uploaded")
+        if started.tenant_id != req.tenant_id:
+            raise Refusal(403, f"recording {rid} does not belong to the requesting tenant")
+        if started.destination_id != req.destination_id:
+            resends = await natsio.read_subject(
+                self.js, rec_events.STREAM, f"recordings.{rid}.resend_requested"
+            )
+            if not any(
+                isinstance(e, rec_events.ResendRequested) and e.destination_id == req.destination_id
+                for _, e in resends
+            ):
+                raise Refusal(
+                    403,
+                    f"destination {req.destination_id} is neither recording {rid}'s destination "
+                    "nor the target of a resend request for it",
+                )
+        attempts = await natsio.read_subject(
+            self.js, up_events.STREAM, f"uploads.{rid}.attempt_started"
+        )
+        if not any(
+            isinstance(e, up_events.UploadAttemptStarted)
+            and e.job_id == req.job_id
+            and e.destination_id == req.destination_id
+            and e.tenant_id == started.tenant_id
+            for _, e in attempts
+        ):
+            raise Refusal(
+                403,
+                f"no upload attempt with job id {req.job_id} was started for recording {rid} "
+                f"and destination {req.destination_id}; publish upload.attempt_started first",
+            )
+        row = await store.get_destination(
+            self.pool, started.tenant_id, destination_id=req.destination_id
+        )
+        if row is None:
+            raise Refusal(404, f"destination {req.destination_id} does not exist (was it deleted?)")
+        fresh = await store.record_grant(
+            self.pool,
+            job_id=req.job_id,
+            recording_id=rid,
+            tenant_id=started.tenant_id,
+            destination_id=req.destination_id,
+            requester=requester,
+            key_version=row.key_version,
+        )
+        if not fresh:
+            raise Refusal(
+                409,
+                f"job {req.job_id} was already granted credentials once; start a new upload "
+                "attempt to get a new grant",
+            )
+        return row
+
+    async def _audit_refusal(self, req: GrantRequest, requester: str, reason: str) -> None:
+        rid = req.recording_id if is_recording_id(req.recording_id) else "invalid"
+        tenant = req.tenant_id if TENANT_ID_RE.match(req.tenant_id) else "invalid"
+        await natsio.publish(
+            self.js,
+            vault_events.GrantRefused(
+                # One audit entry per distinct request (a replay of the same bytes is one entry).
+                event_id=event_id(
+                    rid,
+                    "grant_refused",
+                    req.job_id,
+                    req.destination_id,
+                    req.public_key.hex(),
+                    reason,
+                ),
+                recording_id=rid,
+                tenant_id=tenant,
+                occurred_at=now(),
+                job_id=req.job_id[:MAX_JOB_ID],
+                destination_id=req.destination_id[:64],
+                requester=requester,
+                reason=reason,
+            ),
+        )
+
+
+def _problem(status: int, message: str, field: str = "") -> DestinationReply:
+    return DestinationReply(problem=Problem(status=status, message=message, field=field))
+
+
+def _check_query(q: DestinationQuery) -> Problem | None:
+    problem = check_tenant(q.tenant_id)
+    if problem:
+        return problem
+    if not q.name and not q.destination_id:
+        return Problem(status=422, message="give the destination's name or id", field="destination")
+    return None
+
+
+def _not_found(q: DestinationQuery) -> DestinationReply:
+    which = q.destination_id or q.name
+    return _problem(404, f"no destination {which} for this tenant", "destination")

@@ -1,0 +1,56 @@
+"""The proxy's settings (``RESGUARDO_*``): where WHIP listens, TLS, segment length, ICE servers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.config import CommonConfig, ConfigError, env_name, setting
+
+
+@dataclass(frozen=True)
+class ProxyConfig(CommonConfig):
+    whip_host: str = setting("127.0.0.1", "Address the proxy's WHIP endpoint listens on.")
+    whip_port: int = setting(8444, "HTTPS port of the proxy's WHIP endpoint.")
+    tls_cert: Path | None = setting(
+        None, "TLS certificate (PEM) for HTTPS. Default: a self-signed one under <data dir>/tls."
+    )
+    tls_key: Path | None = setting(
+        None, "TLS private key (PEM) for HTTPS. Default: the self-signed one's key."
+    )
+    segment_seconds: float = setting(
+        5.0, "Length of one capture segment; video segments end at the next keyframe after it."
+    )
+    ice_servers: tuple[str, ...] = setting(
+        (), "Comma-separated STUN/TURN URLs for the proxy's ICE. Empty: host candidates only."
+    )
+    ice_username: str = setting("", "Username for the TURN servers in RESGUARDO_ICE_SERVERS.")
+    ice_credential: str = setting(
+        "", "Credential for the TURN servers in RESGUARDO_ICE_SERVERS.", secret=True
+    )
+    max_publishers: int = setting(
+        100, "Most WHIP sessions the proxy runs at once; more are refused with 503."
+    )
+    connect_timeout_seconds: float = setting(
+        30.0, "A WHIP session whose media has not connected within this time is ended."
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.2 <= self.segment_seconds <= 3600:
+            raise ConfigError(f"{env_name('segment_seconds')} must be between 0.2 and 3600.")
+        if self.max_publishers < 1:
+            raise ConfigError(f"{env_name('max_publishers')} must be at least 1.")
+        if not 1 <= self.whip_port <= 65535:
+            raise ConfigError(f"{env_name('whip_port')} must be a TCP port (1-65535).")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError(
+                f"set both {env_name('tls_cert')} and {env_name('tls_key')}, or neither."
+            )
+        for url in self.ice_servers:
+            if not url.startswith(("stun:", "turn:", "turns:")):
+                raise ConfigError(
+                    f"{env_name('ice_servers')} entries must start with stun:, turn: or turns:."
+                )
+        if self.connect_timeout_seconds <= 0:
+            raise ConfigError(f"{env_name('connect_timeout_seconds')} must be positive.")

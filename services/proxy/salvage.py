@@ -1,0 +1,235 @@
+"""At start: finish what a killed proxy left behind, for recordings whose capture is not closed.
+
+- ``<seq>.rgc.part`` (a segment being written at the crash): its complete records are rewritten
+  to ``<seq>.rgc`` with a fresh digest; a cut-off last record is dropped. The ``.part`` is first
+  renamed to ``<seq>.rgc.salvage``, so a crash during salvage is resumed by the next start.
+- every ``<seq>.rgc`` without a ``segment_written`` event (e.g. killed between rename and publish)
+  gets one, and a track without ``track_started`` gets one from its segment header.
+
+Ids are the deterministic ones a live proxy uses, so repeats are dropped by JetStream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from nats.js import JetStreamContext
+
+from shared.backup import recording_dir
+from shared.capture_format import (
+    PART_SUFFIX,
+    SEGMENT_SUFFIX,
+    SegmentFormatError,
+    SegmentHeader,
+    SegmentStats,
+    SegmentWriter,
+    fsync_dir,
+    read_segment,
+)
+from shared.events import captures as cap
+from shared.events import now
+from shared.events.base import Event
+from shared.ids import TENANT_ID_RE, is_recording_id, is_safe_name
+from shared.integrity import Digest
+
+from . import facts
+from .session import Publish
+from .stop import capture_state
+
+log = logging.getLogger(__name__)
+
+SALVAGE_SUFFIX = ".salvage"
+
+
+@dataclass(frozen=True)
+class FoundSegment:
+    participant_id: str
+    header: SegmentHeader
+    rel_path: str
+    sha256: str
+    size: int
+    stats: SegmentStats
+
+
+def _rewrite(salvage: Path, final: Path) -> int:
+    """Copy the complete records of ``salvage`` into ``final`` (via its .part); frames kept."""
+    part = final.with_name(final.name + PART_SUFFIX)
+    part.unlink(missing_ok=True)
+    try:
+        header, frames = read_segment(salvage)
+    except (SegmentFormatError, ValueError, OSError):
+        # The header is written before any frame: a file without one holds nothing to keep.
+        salvage.unlink()
+        return 0
+    writer = SegmentWriter(final, header)
+    for frame in frames:
+        writer.append(frame)
+    kept = writer.stats.frames
+    if kept:
+        writer.close()
+    else:
+        writer.abandon()
+    salvage.unlink()
+    fsync_dir(final.parent)
+    return kept
+
+
+def finish_partials(track_dir: Path) -> int:
+    """Turn every leftover ``*.part`` of one track into a finished segment; frames recovered."""
+    recovered = 0
+    for part in sorted(track_dir.glob(f"*{SEGMENT_SUFFIX}{PART_SUFFIX}")):
+        final = part.with_name(part.name[: -len(PART_SUFFIX)])
+        salvage = final.with_name(final.name + SALVAGE_SUFFIX)
+        if final.exists() or salvage.exists():
+            part.unlink()  # a finished twin, or a rewrite cut short: the other copy is the source
+        else:
+            os.replace(part, salvage)
+    for salvage in sorted(track_dir.glob(f"*{SEGMENT_SUFFIX}{SALVAGE_SUFFIX}")):
+        final = salvage.with_name(salvage.name[: -len(SALVAGE_SUFFIX)])
+        if final.exists():
+            salvage.unlink()
+        else:
+            recovered += _rewrite(salvage, final)
+    return recovered
+
+
+def scan_segment(path: Path) -> tuple[SegmentHeader, Digest, SegmentStats]:
+    header, frames = read_segment(path)
+    stats = SegmentStats()
+    for f in frames:
+        if stats.frames == 0:
+            stats.first_rtp_ts, stats.first_wallclock_ns = f.rtp_ts, f.wallclock_ns
+        stats.frames += 1
+        stats.keyframes += int(f.keyframe)
+        stats.last_rtp_ts, stats.last_wallclock_ns = f.rtp_ts, f.wallclock_ns
+    digest = Digest()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return header, digest, stats
+
+
+def recover_recording(rec_dir: Path, known: set[tuple[str, int]]) -> list[FoundSegment]:
+    """Finish partial segments under ``rec_dir`` and list finished ones not in ``known``."""
+    found: list[FoundSegment] = []
+    capture_root = rec_dir / "capture"
+    for pdir in sorted(p for p in capture_root.iterdir() if p.is_dir()):
+        if not is_safe_name(pdir.name):
+            continue
+        for tdir in sorted(t for t in pdir.iterdir() if t.is_dir()):
+            if not is_safe_name(tdir.name):
+                continue
+            frames = finish_partials(tdir)
+            if frames:
+                log.info(
+                    "salvaged a partial segment", extra={"track_id": tdir.name, "frames": frames}
+                )
+            for seg in sorted(tdir.glob(f"*{SEGMENT_SUFFIX}")):
+                try:
+                    header, digest, stats = scan_segment(seg)
+                except (SegmentFormatError, ValueError, OSError) as exc:
+                    log.warning(
+                        "unreadable segment left as is", extra={"path": str(seg), "error": str(exc)}
+                    )
+                    continue
+                if header.track_id != tdir.name or (header.track_id, header.seq) in known:
+                    continue
+                if stats.frames == 0:
+                    continue
+                found.append(
+                    FoundSegment(
+                        participant_id=pdir.name,
+                        header=header,
+                        rel_path=seg.relative_to(rec_dir).as_posix(),
+                        sha256=digest.sha256,
+                        size=digest.size,
+                        stats=stats,
+                    )
+                )
+    return found
+
+
+def salvage_events(
+    state: facts.CaptureState, found: list[FoundSegment], *, recording_id: str, tenant_id: str
+) -> list[Event]:
+    """The ``track_started`` / ``segment_written`` events the history lacks (pure)."""
+    out: list[Event] = []
+    started: set[str] = set(state.tracks)
+    for seg in sorted(found, key=lambda s: (s.header.track_id, s.header.seq)):
+        h, s = seg.header, seg.stats
+        kind: cap.TrackKind = "audio" if h.kind == "audio" else "video"
+        if h.track_id not in started:
+            started.add(h.track_id)
+            session_id = h.track_id.rsplit("-", 2)[-2] if h.track_id.count("-") >= 2 else ""
+            out.append(
+                cap.TrackStarted(
+                    event_id=facts.track_started_id(recording_id, h.track_id),
+                    recording_id=recording_id,
+                    tenant_id=tenant_id,
+                    occurred_at=now(),
+                    participant_id=seg.participant_id,
+                    session_id=session_id,
+                    track_id=h.track_id,
+                    kind=kind,
+                    codec=h.codec,
+                    clock_rate=h.clock_rate,
+                    channels=h.channels,
+                    first_frame_wallclock_ns=s.first_wallclock_ns,
+                )
+            )
+        out.append(
+            cap.SegmentWritten(
+                event_id=facts.segment_id(recording_id, h.track_id, h.seq),
+                recording_id=recording_id,
+                tenant_id=tenant_id,
+                occurred_at=now(),
+                participant_id=seg.participant_id,
+                track_id=h.track_id,
+                kind=kind,
+                seq=h.seq,
+                path=seg.rel_path,
+                sha256=seg.sha256,
+                size=seg.size,
+                frames=s.frames,
+                first_rtp_ts=s.first_rtp_ts,
+                last_rtp_ts=s.last_rtp_ts,
+                first_wallclock_ns=s.first_wallclock_ns,
+                last_wallclock_ns=s.last_wallclock_ns,
+                keyframes=s.keyframes,
+            )
+        )
+    return out
+
+
+def _recordings_on_disk(root: Path) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if not root.is_dir():
+        return out
+    for tdir in root.iterdir():
+        if not (tdir.is_dir() and TENANT_ID_RE.match(tdir.name)):
+            continue
+        for rdir in tdir.iterdir():
+            if rdir.is_dir() and is_recording_id(rdir.name) and (rdir / "capture").is_dir():
+                out.append((tdir.name, rdir.name))
+    return sorted(out)
+
+
+async def salvage(js: JetStreamContext, backup_root: Path, publish: Publish) -> int:
+    """Recover every unclosed recording under ``backup_root``; returns events published."""
+    published = 0
+    for tenant_id, rid in await asyncio.to_thread(_recordings_on_disk, backup_root):
+        state = await capture_state(js, rid)
+        if state.closed is not None:
+            continue  # closed captures are the transcoder's now; never change their files
+        rec_dir = recording_dir(backup_root, tenant_id, rid)
+        found = await asyncio.to_thread(recover_recording, rec_dir, set(state.segments))
+        for event in salvage_events(state, found, recording_id=rid, tenant_id=tenant_id):
+            await publish(event)
+            published += 1
+        if found:
+            log.info("salvaged segments", extra={"recording_id": rid, "segments": len(found)})
+    return published

@@ -1,0 +1,157 @@
+"""Pure: the recording's manifest.json and the file list of the sealed event."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.events.transcodes import SealedFile
+from shared.integrity import FileDigest
+
+from .plan import FilePlan
+from .state import RecordingCapture
+
+MANIFEST_NAME = "manifest.json"
+SUMS_NAME = "SHA256SUMS"
+MANIFEST_FORMAT = "resguardo.recording"
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    plan: FilePlan
+    digest: FileDigest
+    duration_s: float
+
+
+def iso(ns: int | None) -> str | None:
+    """ISO 8601 UTC with milliseconds, e.g. "2026-11-29T12:00:00.123Z"."""
+    if ns is None:
+        return None
+    dt = datetime.fromtimestamp(ns // 1000 / 1_000_000, UTC)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _participants(state: RecordingCapture, files: dict[str, str]) -> list[dict[str, Any]]:
+    out = []
+    people = sorted(
+        state.participants.values(),
+        key=lambda p: (min((s.joined_at_ns for s in p.sessions), default=0), p.participant_id),
+    )
+    for p in people:
+        joins = [s.joined_at_ns for s in p.sessions]
+        leaves = [s.left_at_ns for s in p.sessions]
+        still_in = any(v is None for v in leaves)
+        out.append(
+            {
+                "participant_id": p.participant_id,
+                "display_name": p.display_name,
+                "joined_at": iso(min(joins)) if joins else None,
+                "left_at": None if still_in or not leaves else iso(max(v for v in leaves if v)),
+                "sessions": [
+                    {
+                        "session_id": s.session_id,
+                        "joined_at": iso(s.joined_at_ns),
+                        "left_at": iso(s.left_at_ns),
+                        "leave_reason": s.leave_reason,
+                    }
+                    for s in p.sessions
+                ],
+                "file": files.get(p.participant_id),
+            }
+        )
+    return out
+
+
+def _file_entry(m: MediaFile) -> dict[str, Any]:
+    plan = m.plan
+    return {
+        "name": plan.name,
+        "participant_id": plan.participant_id,
+        "content_type": plan.content_type,
+        "size": m.digest.size,
+        "sha256": m.digest.sha256,
+        "crc32": m.digest.crc32,
+        "duration_s": round(m.duration_s, 3),
+        "codecs": plan.codecs,
+        "starts_at": iso(plan.t0_ns),
+        "tracks": [
+            {
+                "track_id": t.track_id,
+                "session_id": t.session_id,
+                "kind": s.kind,
+                "codec": t.codec,
+                "starts_at_s": t.start_ms / 1000,
+                "ends_at_s": t.end_ms / 1000,
+            }
+            for s in plan.streams
+            for t in s.tracks
+        ],
+        "source_segments": [
+            {"path": seg.path, "sha256": seg.sha256, "size": seg.size} for seg in plan.segments
+        ],
+    }
+
+
+def build_manifest(state: RecordingCapture, media: list[MediaFile]) -> dict[str, Any]:
+    """Everything a recipient needs to check and place the files; no clock of its own, so a
+    re-run over the same capture writes the same bytes."""
+    files = {m.plan.participant_id: m.plan.name for m in media}
+    joins = [s.joined_at_ns for p in state.participants.values() for s in p.sessions]
+    leaves = [s.left_at_ns for p in state.participants.values() for s in p.sessions if s.left_at_ns]
+    return {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "recording_id": state.recording_id,
+        "tenant_id": state.tenant_id,
+        "started_at": iso(min(joins)) if joins else None,
+        "ended_at": iso(max(leaves)) if leaves else None,
+        "participants": _participants(state, files),
+        "files": [_file_entry(m) for m in media],
+        "checksums": SUMS_NAME,
+    }
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def sealed_files(
+    media: list[MediaFile], sums: FileDigest, manifest: FileDigest
+) -> list[SealedFile]:
+    files = [
+        SealedFile(
+            name=m.plan.name,
+            role="media",
+            size=m.digest.size,
+            sha256=m.digest.sha256,
+            crc32=m.digest.crc32,
+            participant_id=m.plan.participant_id,
+            duration_s=round(m.duration_s, 3),
+            content_type=m.plan.content_type,
+        )
+        for m in media
+    ]
+    files.append(
+        SealedFile(
+            name=SUMS_NAME,
+            role="checksums",
+            size=sums.size,
+            sha256=sums.sha256,
+            crc32=sums.crc32,
+            content_type="text/plain; charset=utf-8",
+        )
+    )
+    files.append(
+        SealedFile(
+            name=MANIFEST_NAME,
+            role="manifest",
+            size=manifest.size,
+            sha256=manifest.sha256,
+            crc32=manifest.crc32,
+            content_type="application/json",
+        )
+    )
+    return files

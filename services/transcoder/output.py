@@ -1,0 +1,158 @@
+"""The output folder: verify the capture, remux into a staging folder, write SHA256SUMS and
+manifest.json, make it durable, and rename it to ``output/`` in one step.
+
+A process killed at any point leaves either no ``output/`` or a complete one; a staging folder
+left behind by a crash is deleted by the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.backup import output_dir
+from shared.capture_format import fsync_dir
+from shared.events.transcodes import SealedFile
+from shared.integrity import CHUNK, Digest, FileDigest, digest_file, sha256sums
+
+from .errors import RecordingBusy, SegmentInvalid
+from .manifest import (
+    MANIFEST_NAME,
+    SUMS_NAME,
+    MediaFile,
+    build_manifest,
+    manifest_bytes,
+    sealed_files,
+)
+from .plan import FilePlan
+from .remux import remux, segment_path
+from .state import RecordingCapture, Segment
+
+log = logging.getLogger(__name__)
+
+STAGING_PREFIX = "output.tmp-"
+LOCK_NAME = ".transcoder.lock"
+
+
+@dataclass(frozen=True)
+class Sealed:
+    output: Path
+    files: list[SealedFile]
+
+
+@contextlib.contextmanager
+def recording_lock(rec_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the recording's folder for as long as the block runs.
+
+    Two transcoder processes must never build the same output at once (one would delete the
+    other's staging folder). The kernel drops the lock when its holder dies, even by kill -9.
+    Raises ``RecordingBusy`` if another process holds it. Without a recording folder there is
+    nothing to protect (verification will find the capture missing).
+    """
+    if not rec_dir.is_dir():
+        yield
+        return
+    fd = os.open(rec_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RecordingBusy("another transcoder is working on this recording") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def verify_segments(rec_dir: Path, segments: list[Segment]) -> None:
+    """Every segment exists with the size and SHA-256 its event announced (streamed, one pass)."""
+    for seg in segments:
+        path = segment_path(rec_dir, seg.path)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise SegmentInvalid(f"capture segment {seg.path} is missing") from None
+        if size != seg.size:
+            raise SegmentInvalid(
+                f"capture segment {seg.path} has {size} bytes, but {seg.size} were written"
+            )
+        digest = digest_file(path)
+        if digest.sha256 != seg.sha256:
+            raise SegmentInvalid(
+                f"capture segment {seg.path} has SHA-256 {digest.sha256}, "
+                f"but {seg.sha256} was written"
+            )
+
+
+def clear_previous(rec_dir: Path) -> None:
+    """Remove staging folders and an unsealed ``output/`` left by a crashed run."""
+    if not rec_dir.is_dir():
+        return
+    for child in rec_dir.iterdir():
+        if child.name.startswith(STAGING_PREFIX) and child.is_dir():
+            log.info("removing a crashed run's staging folder", extra={"folder": child.name})
+            shutil.rmtree(child)
+    out = output_dir(rec_dir)
+    if out.exists():
+        log.info("removing an output folder that was never sealed", extra={"folder": str(out)})
+        shutil.rmtree(out)
+
+
+def _sync_digest(path: Path) -> FileDigest:
+    digest = Digest()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+        os.fsync(fh.fileno())
+    return FileDigest(digest.sha256, digest.crc32, digest.size)
+
+
+def _write_synced(path: Path, data: bytes) -> FileDigest:
+    digest = Digest()
+    digest.update(data)
+    with path.open("xb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return FileDigest(digest.sha256, digest.crc32, digest.size)
+
+
+def build_output(
+    rec_dir: Path,
+    state: RecordingCapture,
+    plans: list[FilePlan],
+    *,
+    max_bytes_per_s: int = 0,
+) -> Sealed:
+    """Verify, remux and seal; raises ``SegmentInvalid`` (quarantine) before writing anything
+    if a segment is missing or altered. Blocking: run it in a thread."""
+    verify_segments(rec_dir, sorted(state.segments.values(), key=lambda s: (s.track_id, s.seq)))
+    clear_previous(rec_dir)
+    staging = rec_dir / f"{STAGING_PREFIX}{secrets.token_hex(6)}"
+    staging.mkdir()
+    try:
+        media: list[MediaFile] = []
+        for plan in plans:
+            path = staging / plan.name
+            result = remux(plan, rec_dir, path, max_bytes_per_s=max_bytes_per_s)
+            media.append(MediaFile(plan, _sync_digest(path), result.duration_s))
+        sums = _write_synced(
+            staging / SUMS_NAME, sha256sums((m.plan.name, m.digest.sha256) for m in media).encode()
+        )
+        manifest = _write_synced(
+            staging / MANIFEST_NAME, manifest_bytes(build_manifest(state, media))
+        )
+        fsync_dir(staging)
+        final = output_dir(rec_dir)
+        os.rename(staging, final)
+        fsync_dir(rec_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Sealed(final, sealed_files(media, sums, manifest))

@@ -1,0 +1,200 @@
+"""The transcoder: on ``capture.closed``, turn the recording's capture into one verified file per
+participant and announce it with ``transcode.sealed`` (or ``transcode.quarantined``).
+
+Idempotent: a recording that is already sealed or quarantined is skipped; a run killed at any
+point is redone from scratch on redelivery (the output folder only appears, by rename, when it is
+complete, and the sealed event's id is fixed per recording).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from shared import natsio, service
+from shared.backup import UnsafePath, recording_dir
+from shared.events import AnyEvent, event_id, now
+from shared.events import captures as cap
+from shared.events import transcodes as tx
+from shared.natsio import ConsumerSpec, Reject, Retry
+
+from .config import TranscoderConfig
+from .errors import PlanError, RecordingBusy, TranscoderError
+from .output import build_output, recording_lock
+from .plan import plan_files
+from .state import RecordingCapture, fold, missing_parts
+
+log = logging.getLogger(__name__)
+
+NAME = "transcoder"
+DURABLE = "transcoder"
+IO_RETRY_DELAY_S = 30.0
+
+
+def consumer_spec(config: TranscoderConfig) -> ConsumerSpec:
+    return ConsumerSpec(
+        stream=cap.STREAM,
+        durable=DURABLE,
+        filter_subjects=(cap.STREAM.filter("closed"),),
+        ack_wait_s=config.transcoder_ack_wait_s,
+        max_ack_pending=max(8, config.transcoder_concurrency * 2),
+    )
+
+
+def sealed_id(recording_id: str) -> str:
+    return event_id(recording_id, "sealed")
+
+
+def quarantined_id(recording_id: str) -> str:
+    return event_id(recording_id, "quarantined")
+
+
+class Transcoder:
+    def __init__(self, js: JetStreamContext, config: TranscoderConfig) -> None:
+        self.js = js
+        self.config = config
+
+    async def finished(self, recording_id: str) -> tx.TranscodeEvent | None:
+        for kind in ("sealed", "quarantined"):
+            subject = tx.STREAM.filter(kind, recording_id)
+            done = await natsio.last_event(self.js, tx.STREAM, subject)
+            if isinstance(done, tx.RecordingSealed | tx.RecordingQuarantined):
+                return done
+        return None
+
+    async def handle(self, event: AnyEvent, msg: Msg) -> None:
+        if not isinstance(event, cap.CaptureClosed):
+            return
+        rid = event.recording_id
+        ids = {"recording_id": rid, "tenant_id": event.tenant_id}
+        if await self.finished(rid) is not None:
+            log.info("already transcoded; skipping", extra=ids)
+            return
+        try:
+            rec_dir = recording_dir(self.config.backup_root, event.tenant_id, rid)
+        except UnsafePath as exc:
+            raise Reject(f"capture.closed names no valid recording folder: {exc}") from None
+        history = await natsio.read_subject(self.js, cap.STREAM, cap.STREAM.filter(">", rid))
+        state = fold(e for _, e in history)
+        attempt = msg.metadata.num_delivered or 1
+        problems = missing_parts(state)
+        if problems:
+            summary = "; ".join(problems)
+            if attempt < self.config.transcoder_incomplete_attempts:
+                raise Retry(
+                    f"capture not complete yet: {summary}", self.config.transcoder_retry_delay_s
+                )
+            await self.quarantine(
+                event,
+                f"The capture is incomplete after {attempt} checks ({summary}); "
+                "the backup is kept for inspection.",
+            )
+            return
+        try:
+            with recording_lock(rec_dir):
+                # Checked again under the lock: another instance may have just finished it.
+                if await self.finished(rid) is not None:
+                    return
+                await self.transcode(event, rec_dir, state, attempt)
+        except RecordingBusy as exc:
+            log.info("busy elsewhere; retrying later", extra=ids)
+            raise Retry(str(exc), self.config.transcoder_ack_wait_s) from None
+
+    async def transcode(
+        self, event: cap.CaptureClosed, rec_dir: Path, state: RecordingCapture, attempt: int
+    ) -> None:
+        rid = event.recording_id
+        ids = {"recording_id": rid, "tenant_id": event.tenant_id}
+        try:
+            plans = plan_files(state)
+            if not plans:
+                raise PlanError("nothing was captured: no participant sent any media")
+            log.info("transcoding", extra={**ids, "files": len(plans)})
+            sealed = await asyncio.to_thread(
+                build_output,
+                rec_dir,
+                state,
+                plans,
+                max_bytes_per_s=self.config.transcoder_max_write_bytes_per_s,
+            )
+        except TranscoderError as exc:
+            await self.quarantine(event, f"{exc}; the backup is kept for inspection.")
+            return
+        except OSError as exc:
+            # Disk full, permissions, I/O errors: nothing is wrong with the capture; try later.
+            log.warning("could not write the output", extra={**ids, "error": repr(exc)})
+            raise Retry(f"could not write the output: {exc}", IO_RETRY_DELAY_S) from None
+        except Exception as exc:
+            if attempt < self.config.transcoder_incomplete_attempts:
+                log.exception("remux failed; will retry", extra=ids)
+                raise Retry(f"remux failed: {exc}", self.config.transcoder_retry_delay_s) from None
+            log.exception("remux failed for good", extra=ids)
+            await self.quarantine(
+                event,
+                f"Remuxing failed {attempt} times ({type(exc).__name__}: {exc}); "
+                "the backup is kept for inspection.",
+            )
+            return
+        output_rel = sealed.output.relative_to(self.config.backup_root).as_posix()
+        await natsio.publish(
+            self.js,
+            tx.RecordingSealed(
+                event_id=sealed_id(rid),
+                recording_id=rid,
+                tenant_id=event.tenant_id,
+                occurred_at=now(),
+                output_dir=output_rel,
+                files=sealed.files,
+            ),
+        )
+        log.info(
+            "sealed",
+            extra={
+                **ids,
+                "output_dir": output_rel,
+                "files": len(sealed.files),
+                "bytes": sum(f.size for f in sealed.files),
+            },
+        )
+
+    async def quarantine(self, event: cap.CaptureClosed, reason: str) -> None:
+        await natsio.publish(
+            self.js,
+            tx.RecordingQuarantined(
+                event_id=quarantined_id(event.recording_id),
+                recording_id=event.recording_id,
+                tenant_id=event.tenant_id,
+                occurred_at=now(),
+                reason=reason,
+            ),
+        )
+        log.warning(
+            "quarantined",
+            extra={
+                "recording_id": event.recording_id,
+                "tenant_id": event.tenant_id,
+                "reason": reason,
+            },
+        )
+
+
+async def serve(ctx: service.ServiceContext[TranscoderConfig]) -> None:
+    transcoder = Transcoder(ctx.js, ctx.config)
+    ctx.spawn(
+        natsio.run_consumer(
+            ctx.js,
+            consumer_spec(ctx.config),
+            transcoder.handle,
+            batch=ctx.config.transcoder_concurrency,
+            concurrency=ctx.config.transcoder_concurrency,
+        ),
+        name="transcoder-consumer",
+    )
+
+
+def run() -> None:
+    service.main(NAME, TranscoderConfig, serve)

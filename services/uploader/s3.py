@@ -1,0 +1,365 @@
+"""S3 (and S3-compatible) adapter: multipart upload with per-part CRC-32, confirmed afterwards.
+
+- Files smaller than one part: ``put_object`` with ``ChecksumAlgorithm=CRC32`` and our CRC-32;
+  the stored full-object CRC-32 must equal ours.
+- Larger files: multipart with ``ChecksumAlgorithm=CRC32`` and each part's CRC-32; the stored
+  checksum is the composite one (CRC-32 of the concatenated raw part checksums, ``-N`` suffix)
+  and must equal ours.
+- Always: ``x-amz-meta-sha256`` carries the sealed SHA-256; ``head_object(ChecksumMode=ENABLED)``
+  afterwards must report the right size, checksum and metadata. With ``verify=readback`` the object
+  is downloaded and re-hashed instead of trusting the provider's checksum.
+
+The SHA-256 of the local file is computed in the same single pass that feeds the parts; a
+mismatch aborts the multipart upload (nothing becomes visible) and is a permanent error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import zlib
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from shared.events.transcodes import SealedFile
+from shared.events.uploads import RemoteFile
+
+from .backend import LocalReader, check_local
+from .errors import PermanentUploadError, TransientUploadError, UploadError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PERMANENT_CODES = {
+    "AccessDenied",
+    "AccountProblem",
+    "AllAccessDisabled",
+    "AuthorizationHeaderMalformed",
+    "InvalidAccessKeyId",
+    "InvalidBucketName",
+    "InvalidToken",
+    "ExpiredToken",
+    "NoSuchBucket",
+    "SignatureDoesNotMatch",
+    "InvalidArgument",
+    "EntityTooSmall",
+    "EntityTooLarge",
+    "MethodNotAllowed",
+    "NotImplemented",
+    "InvalidRequest",
+    "PermanentRedirect",
+    "Redirect",
+}
+TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "BadDigest",  # corrupted in transit: send again
+    "InvalidDigest",
+    "XAmzContentSHA256Mismatch",
+    "NoSuchUpload",  # the multipart upload was aborted under us: start over
+    "OperationAborted",
+}
+
+
+def b64_crc32(crc: int) -> str:
+    return base64.b64encode(crc.to_bytes(4, "big")).decode()
+
+
+def composite_crc32(part_crcs: list[int]) -> str:
+    """What S3 stores for a multipart CRC-32 upload: CRC-32 of the raw part checksums, -N."""
+    raw = b"".join(c.to_bytes(4, "big") for c in part_crcs)
+    return f"{b64_crc32(zlib.crc32(raw))}-{len(part_crcs)}"
+
+
+def same_checksum(stored: str, expected: str) -> bool:
+    """Compare a stored checksum to ours; a provider may omit the ``-N`` part count."""
+    exp_value, _, exp_parts = expected.partition("-")
+    got_value, _, got_parts = stored.partition("-")
+    return got_value == exp_value and (not got_parts or got_parts == exp_parts)
+
+
+def classify(exc: BaseException, action: str, name: str) -> UploadError:
+    """Our own sentence for an SDK failure (its text can echo request details: never reused)."""
+    if isinstance(exc, UploadError):
+        return exc
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {}) or {}
+        code = str(err.get("Code", "") or "")
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        what = f"the S3 destination answered {code or status} to {action} {name}"
+        if code in TRANSIENT_CODES or status >= 500 or status in (408, 429):
+            return TransientUploadError(f"{what}; it will be retried")
+        if code == "NoSuchBucket":
+            return PermanentUploadError(
+                f"{what}: the bucket does not exist; create it or fix the destination"
+            )
+        if code in PERMANENT_CODES or status in (400, 401, 403, 404, 405, 411, 412, 413):
+            return PermanentUploadError(
+                f"{what}; check the destination's bucket, region and credentials"
+            )
+        return PermanentUploadError(f"{what}; check the destination")
+    if isinstance(exc, NoCredentialsError | ParamValidationError):
+        return PermanentUploadError(
+            f"the S3 destination's settings were refused by the client while trying to {action} "
+            f"{name} ({type(exc).__name__}); fix the destination"
+        )
+    if isinstance(
+        exc,
+        BotoConnectionError
+        | HTTPClientError
+        | ReadTimeoutError
+        | asyncio.TimeoutError
+        | aiohttp.ClientError
+        | OSError,
+    ):
+        return TransientUploadError(
+            f"could not reach the S3 destination to {action} {name} ({type(exc).__name__}); "
+            "it will be retried"
+        )
+    if isinstance(exc, BotoCoreError):
+        return TransientUploadError(
+            f"the S3 client failed to {action} {name} ({type(exc).__name__}); it will be retried"
+        )
+    return TransientUploadError(
+        f"unexpected {type(exc).__name__} while trying to {action} {name}; it will be retried"
+    )
+
+
+class S3Backend:
+    def __init__(self, config: dict[str, Any], secret: dict[str, Any], *, part_size: int) -> None:
+        self.bucket = str(config["bucket"])
+        self.part_size = part_size
+        self.verify = str(config.get("verify") or "checksum")
+        endpoint = config.get("endpoint_url") or None
+        aio_config = AioConfig(
+            region_name=config.get("region") or "us-east-1",
+            s3={"addressing_style": "path" if config.get("path_style") else "auto"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=60,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self._cm = get_session().create_client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=secret.get("access_key_id"),
+            aws_secret_access_key=secret.get("secret_access_key"),
+            aws_session_token=secret.get("session_token") or None,
+            config=aio_config,
+        )
+        self._client: Any = None
+
+    async def _c(self) -> Any:
+        if self._client is None:
+            self._client = await self._cm.__aenter__()
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            self._client = None
+            with contextlib.suppress(Exception):
+                await self._cm.__aexit__(None, None, None)
+
+    async def _call(self, action: str, name: str, aw: Awaitable[T]) -> T:
+        try:
+            return await aw
+        except Exception as exc:
+            raise classify(exc, action, name) from None
+
+    async def upload(self, local: Path, key: str, sealed: SealedFile) -> RemoteFile:
+        check_local(local, sealed)
+        client = await self._c()
+        await self._abort_stale(client, key, sealed.name)
+        if sealed.size < self.part_size:
+            checksum = await self._put(client, local, key, sealed)
+        else:
+            checksum = await self._multipart(client, local, key, sealed)
+        stored = await self._confirm(client, key, sealed, checksum)
+        return RemoteFile(
+            name=sealed.name,
+            uri=f"s3://{self.bucket}/{key}",
+            size=sealed.size,
+            sha256=sealed.sha256,
+            checksum_algorithm="CRC32",
+            checksum=stored,
+        )
+
+    async def _abort_stale(self, client: Any, key: str, name: str) -> None:
+        """Multipart uploads of this key left by a crashed attempt: abort them (best effort)."""
+        try:
+            listing = await client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+            for up in listing.get("Uploads", []) or []:
+                if up.get("Key") == key:
+                    await client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=up["UploadId"]
+                    )
+                    log.info("aborted a stale multipart upload", extra={"file": name})
+        except Exception as exc:
+            err = classify(exc, "list pending uploads of", name)
+            if isinstance(err, TransientUploadError):
+                raise err from None  # unreachable or throttled: the upload would fail the same
+            # Refused (no ListBucketMultipartUploads permission, missing bucket...): the upload
+            # that follows reports any real problem itself.
+            log.debug("could not list pending multipart uploads", extra={"reason": str(err)})
+
+    async def _put(self, client: Any, local: Path, key: str, sealed: SealedFile) -> str:
+        reader = LocalReader(local, sealed, self.part_size)
+        body = b"".join([c async for c in reader.chunks()])
+        reader.verify()  # before a single byte is sent
+        checksum = b64_crc32(zlib.crc32(body))
+        await self._call(
+            "upload",
+            sealed.name,
+            client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType=sealed.content_type,
+                Metadata={"sha256": sealed.sha256},
+                ChecksumAlgorithm="CRC32",
+                ChecksumCRC32=checksum,
+            ),
+        )
+        return checksum
+
+    async def _multipart(self, client: Any, local: Path, key: str, sealed: SealedFile) -> str:
+        created = await self._call(
+            "start the multipart upload of",
+            sealed.name,
+            client.create_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                ContentType=sealed.content_type,
+                Metadata={"sha256": sealed.sha256},
+                ChecksumAlgorithm="CRC32",
+            ),
+        )
+        upload_id = created["UploadId"]
+        completed = False
+        try:
+            reader = LocalReader(local, sealed, self.part_size)
+            parts: list[dict[str, Any]] = []
+            crcs: list[int] = []
+            async for chunk in reader.chunks():
+                number = len(parts) + 1
+                crc = zlib.crc32(chunk)
+                resp = await self._call(
+                    f"upload part {number} of",
+                    sealed.name,
+                    client.upload_part(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=chunk,
+                        ChecksumAlgorithm="CRC32",
+                        ChecksumCRC32=b64_crc32(crc),
+                    ),
+                )
+                echoed = resp.get("ChecksumCRC32")
+                if echoed and echoed != b64_crc32(crc):
+                    raise TransientUploadError(
+                        f"the S3 destination stored part {number} of {sealed.name} with another "
+                        "CRC-32 than was sent; it will be retried"
+                    )
+                parts.append(
+                    {"ETag": resp["ETag"], "PartNumber": number, "ChecksumCRC32": b64_crc32(crc)}
+                )
+                crcs.append(crc)
+            reader.verify()  # the whole file, before the object becomes visible
+            await self._call(
+                "complete the multipart upload of",
+                sealed.name,
+                client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                ),
+            )
+            completed = True
+            return composite_crc32(crcs)
+        finally:
+            if not completed:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(
+                        client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=key, UploadId=upload_id
+                        )
+                    )
+
+    async def _confirm(self, client: Any, key: str, sealed: SealedFile, checksum: str) -> str:
+        head = await self._call(
+            "confirm",
+            sealed.name,
+            client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"),
+        )
+        if int(head.get("ContentLength", -1)) != sealed.size:
+            raise TransientUploadError(
+                f"the S3 destination reports {sealed.name} at another size than was sent; "
+                "it will be sent again"
+            )
+        if (head.get("Metadata") or {}).get("sha256") != sealed.sha256:
+            raise TransientUploadError(
+                f"the S3 destination lost the sha256 metadata of {sealed.name}; "
+                "it will be sent again"
+            )
+        if self.verify == "readback":
+            await self._readback(client, key, sealed)
+            return str(head.get("ChecksumCRC32") or checksum)
+        stored = head.get("ChecksumCRC32")
+        if not stored:
+            raise PermanentUploadError(
+                f"the S3 destination did not report a CRC-32 for {sealed.name}, so the upload "
+                "cannot be confirmed; set the destination's verify to readback"
+            )
+        if not same_checksum(str(stored), checksum):
+            raise TransientUploadError(
+                f"the S3 destination stored {sealed.name} with another CRC-32 than was sent; "
+                "it will be sent again"
+            )
+        return checksum
+
+    async def _readback(self, client: Any, key: str, sealed: SealedFile) -> None:
+        resp = await self._call(
+            "download", sealed.name, client.get_object(Bucket=self.bucket, Key=key)
+        )
+        sha = hashlib.sha256()
+        size = 0
+        try:
+            async with resp["Body"] as stream:
+                while chunk := await stream.read(1 << 20):
+                    sha.update(chunk)
+                    size += len(chunk)
+        except Exception as exc:
+            raise classify(exc, "download", sealed.name) from None
+        if size != sealed.size or sha.hexdigest() != sealed.sha256:
+            raise TransientUploadError(
+                f"the copy of {sealed.name} read back from the S3 destination differs from the "
+                "backup; it will be sent again"
+            )

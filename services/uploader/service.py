@@ -1,0 +1,344 @@
+"""The uploader: sealed recordings (and resend requests) to the customer's storage, confirmed.
+
+Consumers: ``uploader-sealed`` (TRANSCODES, ``transcodes.*.sealed``) and ``uploader-resend``
+(RECORDINGS, ``recordings.*.resend_requested``). One job = one attempt at one destination: it
+announces itself (``upload.attempt_started``), gets a one-shot grant from the vault, uploads and
+confirms every sealed file, then deletes the backup unless the destination keeps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from shared import natsio, service
+from shared.backup import UnsafePath, inside, recording_dir
+from shared.events import AnyEvent, event_id
+from shared.events import recordings as rec_events
+from shared.events import transcodes as tr_events
+from shared.events import uploads as up_events
+from shared.events.transcodes import RecordingSealed
+from shared.ids import TENANT_ID_RE, is_recording_id, is_safe_name
+from shared.natsio import ConsumerSpec, Reject, Retry
+from shared.service import ServiceContext
+from shared.vault_rpc import SUBJECT_GET, DestinationQuery, DestinationReply
+
+from . import backend as backends
+from . import plan
+from .config import UploaderConfig
+from .errors import PermanentUploadError, TransientUploadError
+from .grant import REQUESTER, request_grant
+from .layout import check_file_name, render_key
+from .plan import Job
+from .purge import purge_recording
+
+log = logging.getLogger(__name__)
+
+
+def sealed_consumer(cfg: UploaderConfig) -> ConsumerSpec:
+    return ConsumerSpec(
+        stream=tr_events.STREAM,
+        durable="uploader-sealed",
+        filter_subjects=(tr_events.STREAM.filter("sealed"),),
+        ack_wait_s=cfg.upload_ack_wait_s,
+        # Only as many unacked jobs as we work on: none waits in our queue while its ack
+        # deadline runs out (which would hand it to a second worker).
+        max_ack_pending=cfg.upload_concurrency,
+    )
+
+
+def resend_consumer(cfg: UploaderConfig) -> ConsumerSpec:
+    return ConsumerSpec(
+        stream=rec_events.STREAM,
+        durable="uploader-resend",
+        filter_subjects=(rec_events.STREAM.filter("resend_requested"),),
+        ack_wait_s=cfg.upload_ack_wait_s,
+        max_ack_pending=cfg.upload_concurrency,
+    )
+
+
+@dataclass
+class Uploader:
+    cfg: UploaderConfig
+    nc: NATS
+    js: JetStreamContext
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        return self.cfg.backup_root
+
+    @asynccontextmanager
+    async def _recording_lock(self, rid: str) -> AsyncIterator[None]:
+        """One job per recording at a time in this process (a redelivery waits its turn)."""
+        lock = self._locks.setdefault(rid, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._locks.get(rid) is lock:
+                del self._locks[rid]
+
+    # -- consumers ------------------------------------------------------------------------------
+    async def on_sealed(self, event: AnyEvent, msg: Msg) -> None:
+        if not isinstance(event, RecordingSealed):
+            return
+        _check_ids(event.recording_id, event.tenant_id)
+        rid = event.recording_id
+        async with self._recording_lock(rid):
+            done = await natsio.last_event(self.js, up_events.STREAM, f"uploads.{rid}.uploaded")
+            if isinstance(done, up_events.RecordingUploaded):
+                await self._finish_purge(done)
+                return
+            started = await self._started(rid)
+            job = Job(
+                recording_id=rid,
+                tenant_id=event.tenant_id,
+                destination_id=started.destination_id,
+                trigger=plan.SEALED,
+                attempt=msg.metadata.num_delivered,
+            )
+            await self._run(job, event, started)
+
+    async def on_resend(self, event: AnyEvent, msg: Msg) -> None:
+        if not isinstance(event, rec_events.ResendRequested):
+            return
+        _check_ids(event.recording_id, event.tenant_id)
+        rid = event.recording_id
+        trigger = "resend-" + (
+            event.request_id if is_safe_name(event.request_id) else event_id(event.request_id)[:16]
+        )
+        async with self._recording_lock(rid):
+            history = await natsio.read_subject(
+                self.js, up_events.STREAM, f"uploads.{rid}.uploaded"
+            )
+            if any(
+                isinstance(e, up_events.RecordingUploaded) and plan.trigger_of(e.job_id) == trigger
+                for _, e in history
+            ):
+                return
+            job = Job(
+                recording_id=rid,
+                tenant_id=event.tenant_id,
+                destination_id=event.destination_id,
+                trigger=trigger,
+                attempt=msg.metadata.num_delivered,
+            )
+            sealed = await natsio.last_event(self.js, tr_events.STREAM, f"transcodes.{rid}.sealed")
+            folder = recording_dir(self.root, event.tenant_id, rid)
+            if not isinstance(sealed, RecordingSealed) or not folder.exists():
+                reason = (
+                    "nothing to resend: the recording was never sealed"
+                    if not isinstance(sealed, RecordingSealed)
+                    else "nothing to resend: the backup was already deleted after the first "
+                    "confirmed upload (set persist_backup on a destination to keep it)"
+                )
+                await natsio.publish(self.js, plan.attempt_started(job))
+                await natsio.publish(
+                    self.js, plan.failed(job, reason, transient=False, retry=False)
+                )
+                log.warning("resend refused", extra={"recording_id": rid, "reason": reason})
+                return
+            started = await self._started(rid)
+            await self._run(job, sealed, started)
+
+    # -- one job --------------------------------------------------------------------------------
+    async def _started(self, rid: str) -> rec_events.RecordingStarted:
+        started = await natsio.last_event(self.js, rec_events.STREAM, f"recordings.{rid}.started")
+        if not isinstance(started, rec_events.RecordingStarted):
+            raise Reject(f"recording {rid} has no recording.started event; nothing to upload to")
+        return started
+
+    async def _run(
+        self, job: Job, sealed: RecordingSealed, started: rec_events.RecordingStarted
+    ) -> None:
+        ctx = {"recording_id": job.recording_id, "job_id": job.job_id}
+        if job.attempt > self.cfg.upload_max_attempts:
+            # Deliveries beyond the limit (crashes mid-job count too): stop here, keep the backup.
+            await self._give_up(job, "the upload was interrupted too many times", transient=True)
+            return
+        await natsio.publish(self.js, plan.attempt_started(job))
+        log.info("upload attempt started", extra={**ctx, "attempt": job.attempt})
+        try:
+            persist = await self._deliver(job, sealed, started)
+        except TransientUploadError as exc:
+            reason = str(exc)
+            if not plan.will_retry(job.attempt, self.cfg.upload_max_attempts, transient=True):
+                await self._give_up(job, reason, transient=True)
+                return
+            await natsio.publish(self.js, plan.failed(job, reason, transient=True, retry=True))
+            delay = plan.backoff(self.cfg.upload_backoff_s, job.attempt)
+            log.warning(
+                "upload failed; will retry", extra={**ctx, "reason": reason, "delay_s": delay}
+            )
+            raise Retry(reason, delay=delay) from None
+        except PermanentUploadError as exc:
+            await self._give_up(job, str(exc), transient=False)
+            return
+        if persist:
+            log.info("backup kept (persist_backup)", extra=ctx)
+            return
+        await self._purge(job.recording_id, job.tenant_id, job.job_id)
+
+    async def _deliver(
+        self, job: Job, sealed: RecordingSealed, started: rec_events.RecordingStarted
+    ) -> bool:
+        """Upload and confirm every sealed file; publish what was confirmed. Returns whether
+        the destination keeps the backup (persist_backup)."""
+        output = self._output_dir(sealed)
+        material = await request_grant(
+            self.nc,
+            job_id=job.job_id,
+            recording_id=job.recording_id,
+            tenant_id=job.tenant_id,
+            destination_id=job.destination_id,
+            timeout=self.cfg.upload_grant_timeout_s,
+        )
+        try:
+            config = dict(material.grant.config)
+            store = backends.build(material.grant, part_size=self.cfg.upload_part_size)
+            try:
+                remote: list[up_events.RemoteFile] = []
+                for f in sealed.files:
+                    local = self._local_file(output, f.name)
+                    key = render_key(
+                        config.get("key_template"),
+                        prefix=config.get("prefix"),
+                        tenant_id=job.tenant_id,
+                        started_at=started.occurred_at,
+                        recording_id=job.recording_id,
+                        file_name=f.name,
+                    )
+                    rf = await store.upload(local, key, f)
+                    await natsio.publish(self.js, plan.file_uploaded(job, rf))
+                    log.info(
+                        "file uploaded",
+                        extra={"recording_id": job.recording_id, "file": f.name, "uri": rf.uri},
+                    )
+                    remote.append(rf)
+            finally:
+                await store.close()
+        finally:
+            material.wipe()
+        await natsio.publish(self.js, plan.uploaded(job, remote))
+        log.info(
+            "recording uploaded", extra={"recording_id": job.recording_id, "files": len(remote)}
+        )
+        return config.get("persist_backup") is True
+
+    def _output_dir(self, sealed: RecordingSealed) -> Path:
+        rec = recording_dir(self.root, sealed.tenant_id, sealed.recording_id)
+        try:
+            out = inside(self.root, sealed.output_dir)
+        except UnsafePath:
+            out = None
+        if out is None or not out.is_relative_to(rec.resolve()):
+            raise PermanentUploadError(
+                "the sealed output folder is outside the recording's backup folder; "
+                "the recording was not sent"
+            )
+        return out
+
+    def _local_file(self, output: Path, name: str) -> Path:
+        try:
+            return inside(output, check_file_name(name))
+        except UnsafePath:
+            raise PermanentUploadError(
+                f"sealed file {name!r} is outside the output folder; the recording was not sent"
+            ) from None
+
+    async def _give_up(self, job: Job, reason: str, *, transient: bool) -> None:
+        await natsio.publish(self.js, plan.failed(job, reason, transient=transient, retry=False))
+        kept = reason if not transient else f"{reason} (gave up after {job.attempt} attempts)"
+        await natsio.publish(self.js, plan.retained(job, kept + "; the backup is kept"))
+        log.error(
+            "upload failed; recording retained",
+            extra={"recording_id": job.recording_id, "job_id": job.job_id, "reason": kept},
+        )
+
+    async def _purge(self, rid: str, tenant_id: str, job_id: str) -> None:
+        purged = await asyncio.to_thread(purge_recording, self.root, tenant_id, rid)
+        await natsio.publish(
+            self.js, plan.backup_purged(rid, tenant_id, job_id, purged.bytes_freed, purged.files)
+        )
+        log.info(
+            "backup purged",
+            extra={"recording_id": rid, "bytes_freed": purged.bytes_freed, "files": purged.files},
+        )
+
+    async def _finish_purge(self, done: up_events.RecordingUploaded) -> None:
+        """Uploaded already (a redelivery, maybe after a crash): make sure the purge happened."""
+        rid = done.recording_id
+        purged = await natsio.last_event(self.js, up_events.STREAM, f"uploads.{rid}.backup_purged")
+        if purged is not None:
+            return
+        if await self._persists(done.tenant_id, done.destination_id):
+            return
+        await self._purge(rid, done.tenant_id, done.job_id)
+
+    async def _persists(self, tenant_id: str, destination_id: str) -> bool:
+        """The destination's persist_backup, from its public view (no grant needed)."""
+        query = DestinationQuery(tenant_id=tenant_id, destination_id=destination_id)
+        try:
+            msg = await self.nc.request(
+                SUBJECT_GET,
+                msgspec.json.encode(query),
+                timeout=self.cfg.upload_grant_timeout_s,
+                headers=REQUESTER,
+            )
+            reply = msgspec.json.decode(msg.data, type=DestinationReply)
+        except (
+            nats.errors.TimeoutError,
+            nats.errors.NoRespondersError,
+            msgspec.ValidationError,
+            msgspec.DecodeError,
+        ):
+            raise Retry("the credential vault did not answer; purge later", delay=5) from None
+        if reply.destination is None:
+            # Deleted destination: we cannot know its choice; keeping the backup is the safe one.
+            log.warning(
+                "destination gone; backup kept",
+                extra={"tenant_id": tenant_id, "destination_id": destination_id},
+            )
+            return True
+        return reply.destination.config.get("persist_backup") is True
+
+
+def _check_ids(recording_id: str, tenant_id: str) -> None:
+    if not is_recording_id(recording_id) or not TENANT_ID_RE.match(tenant_id):
+        raise Reject("the event's recording or tenant id is not valid")
+
+
+async def serve(ctx: ServiceContext[UploaderConfig]) -> None:
+    cfg = ctx.config
+    uploader = Uploader(cfg=cfg, nc=ctx.nc, js=ctx.js)
+    ctx.spawn(
+        natsio.run_consumer(
+            ctx.js, sealed_consumer(cfg), uploader.on_sealed, concurrency=cfg.upload_concurrency
+        ),
+        name="uploader-sealed",
+    )
+    ctx.spawn(
+        natsio.run_consumer(
+            ctx.js, resend_consumer(cfg), uploader.on_resend, concurrency=cfg.upload_concurrency
+        ),
+        name="uploader-resend",
+    )
+    log.info(
+        "uploader ready",
+        extra={"backup_root": str(cfg.backup_root), "concurrency": cfg.upload_concurrency},
+    )
+
+
+def run() -> None:
+    service.main("uploader", UploaderConfig, serve)

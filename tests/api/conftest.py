@@ -1,0 +1,3 @@
+from tests.api.support import api, vault
+
+__all__ = ["api", "vault"]

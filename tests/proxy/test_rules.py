@@ -1,0 +1,212 @@
+"""The proxy's pure rules and its salvage of partial files, without any server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.proxy import facts, media, salvage
+from services.proxy.errors import WhipRefused
+from services.proxy.whip import participant_from
+from shared.capture_format import Frame, SegmentHeader, SegmentWriter, read_segment
+from shared.events import captures, now
+from shared.ids import is_safe_name
+
+RID, TEN = "rec_" + "a" * 24, "ten_" + "b" * 16
+
+
+def test_keyframes() -> None:
+    assert media.is_keyframe("VP8", bytes([0x10, 0x02, 0x00]))  # P bit 0: key frame
+    assert not media.is_keyframe("VP8", bytes([0x11, 0x02, 0x00]))
+    assert not media.is_keyframe("VP8", b"")
+    idr = b"\x00\x00\x00\x01\x67\x42" + b"\x00\x00\x00\x01\x68\xce" + b"\x00\x00\x01\x65\x88"
+    delta = b"\x00\x00\x00\x01\x41\x9a\x00"
+    assert media.h264_nal_types(idr) == [7, 8, 5]
+    assert media.is_keyframe("H264", idr) and not media.is_keyframe("H264", delta)
+    assert media.is_keyframe("opus", b"\x01")
+
+
+def test_codec_filter_keeps_recordable_codecs_and_their_rtx() -> None:
+    refs = [
+        media.CodecRef("video/VP8", 96),
+        media.CodecRef("video/rtx", 97, apt=96),
+        media.CodecRef("video/VP9", 98),
+        media.CodecRef("video/rtx", 99, apt=98),
+        media.CodecRef("video/H264", 102),
+    ]
+    assert media.recordable_payload_types("video", refs) == [96, 97, 102]
+    audio = [media.CodecRef("audio/PCMU", 0), media.CodecRef("audio/opus", 111)]
+    assert media.recordable_payload_types("audio", audio) == [111]
+    assert media.recordable_payload_types("audio", audio[:1]) == []
+
+
+@pytest.mark.parametrize(
+    ("offer", "words"),
+    [
+        ([], "no audio or video"),
+        ([media.OfferMedia("audio", "sendonly", ("PCMU",))], "cannot be recorded"),
+        ([media.OfferMedia("video", "recvonly", ("VP8",))], "does not send"),
+        (
+            [
+                media.OfferMedia("video", "sendonly", ("VP8",)),
+                media.OfferMedia("video", "sendonly", ("VP8",)),
+            ],
+            "more than one video",
+        ),
+    ],
+)
+def test_offer_checks(offer: list[media.OfferMedia], words: str) -> None:
+    with pytest.raises(WhipRefused) as err:
+        media.check_offer(offer)
+    assert err.value.status == 400 and words in str(err.value)
+
+
+def test_offer_check_accepts_audio_and_video() -> None:
+    media.check_offer(
+        [
+            media.OfferMedia("audio", "sendonly", ("opus", "PCMU")),
+            media.OfferMedia("video", "sendrecv", ("VP8", "rtx", "H264")),
+        ]
+    )
+
+
+def test_rotation() -> None:
+    assert not media.segment_elapsed(0, 89_999, 90_000, 1.0)
+    assert media.segment_elapsed(0, 90_000, 90_000, 1.0)
+    assert media.rotate_now("audio", False, True)
+    assert not media.rotate_now("video", False, True)  # wait for the keyframe
+    assert media.rotate_now("video", True, True)
+    assert not media.rotate_now("video", True, False)
+
+
+@pytest.mark.parametrize(
+    ("name", "pid"),
+    [("Ana María", "Ana-Maria"), ("bo_2", "bo_2"), ("x" * 100, "x" * 40)],
+)
+def test_participant_names(name: str, pid: str) -> None:
+    got, display = participant_from(name)
+    assert (got, display) == (pid, name)
+    assert is_safe_name(facts.track_id_for(got, "0123abcd", "video"))
+
+
+def test_participant_default_and_refusals() -> None:
+    pid, _ = participant_from(None)
+    assert pid.startswith("p-") and is_safe_name(pid)
+    pid, _ = participant_from("日本")  # nothing ASCII to keep
+    assert pid.startswith("p-")
+    for bad in ("../x", "a/b", "a\x00b", "a\\b", "a\nb", "y" * 201):
+        with pytest.raises(WhipRefused):
+            participant_from(bad)
+
+
+def _event(cls: type, **kw: object) -> object:
+    return cls(event_id="e", recording_id=RID, tenant_id=TEN, occurred_at=now(), **kw)
+
+
+def test_decide_close_ends_what_a_dead_process_left_open() -> None:
+    joined = _event(
+        captures.ParticipantJoined, participant_id="ana", session_id="s1", joined_at_ns=1
+    )
+    started = _event(
+        captures.TrackStarted,
+        participant_id="ana",
+        session_id="s1",
+        track_id="ana-s1-audio",
+        kind="audio",
+        codec="audio/opus",
+        clock_rate=48000,
+        first_frame_wallclock_ns=2,
+    )
+    seg = {
+        "participant_id": "ana",
+        "track_id": "ana-s1-audio",
+        "kind": "audio",
+        "path": "p",
+        "sha256": "0" * 64,
+        "size": 1,
+        "frames": 10,
+        "first_rtp_ts": 0,
+        "last_rtp_ts": 1,
+        "first_wallclock_ns": 0,
+        "last_wallclock_ns": 1,
+    }
+    segs = [_event(captures.SegmentWritten, seq=i, **seg) for i in (0, 1, 1)]  # one repeat
+    state = facts.fold([joined, started, *segs])  # type: ignore[list-item]
+    out = facts.decide_close(state, recording_id=RID, tenant_id=TEN, now_ns=5)
+    assert [type(e).__name__ for e in out] == ["TrackEnded", "ParticipantLeft", "CaptureClosed"]
+    ended, left, closed = out
+    assert isinstance(ended, captures.TrackEnded) and (ended.segments, ended.frames) == (2, 20)
+    assert isinstance(left, captures.ParticipantLeft) and left.reason == "proxy restarted"
+    assert isinstance(closed, captures.CaptureClosed)
+    assert (closed.segments, closed.tracks) == (2, 1)
+    assert ended.event_id == facts.track_ended_id(RID, "ana-s1-audio")
+    # once closed, nothing more
+    facts.evolve(state, closed)
+    assert facts.decide_close(state, recording_id=RID, tenant_id=TEN, now_ns=6) == []
+    # ended normally: only the close
+    state2 = facts.fold([joined, started])  # type: ignore[list-item]
+    state2.ended.add("ana-s1-audio")
+    state2.left.add("s1")
+    out2 = facts.decide_close(state2, recording_id=RID, tenant_id=TEN, now_ns=5)
+    assert [type(e).__name__ for e in out2] == ["CaptureClosed"]
+
+
+def _write_partial(track_dir: Path, seq: int, frames: int, cut: int) -> Path:
+    header = SegmentHeader(
+        recording_id=RID,
+        track_id=track_dir.name,
+        kind="audio",
+        codec="audio/opus",
+        clock_rate=48000,
+        channels=2,
+        seq=seq,
+    )
+    w = SegmentWriter(track_dir / f"{seq:06d}.rgc", header)
+    for i in range(frames):
+        w.append(Frame(i * 960, 1000 + i, True, bytes([i]) * 50))
+    w._fh.flush()
+    w._fh.close()
+    data = w.part_path.read_bytes()
+    w.part_path.write_bytes(data[: len(data) - cut])
+    return w.part_path
+
+
+def test_finish_partials_keeps_complete_records(tmp_path: Path) -> None:
+    tdir = tmp_path / "ana-s1-audio"
+    tdir.mkdir()
+    _write_partial(tdir, 0, 5, cut=20)  # last record cut short
+    empty = tdir / "000001.rgc.part"
+    empty.write_bytes(b"")  # nothing was flushed
+    assert salvage.finish_partials(tdir) == 4
+    assert sorted(p.name for p in tdir.iterdir()) == ["000000.rgc"]
+    header, frames = read_segment(tdir / "000000.rgc")
+    got = list(frames)
+    assert header.seq == 0 and len(got) == 4 and got[-1].data == bytes([3]) * 50
+
+
+def test_finish_partials_resumes_an_interrupted_salvage(tmp_path: Path) -> None:
+    tdir = tmp_path / "ana-s1-audio"
+    tdir.mkdir()
+    part = _write_partial(tdir, 3, 6, cut=0)
+    salvaged = tdir / "000003.rgc.salvage"
+    part.rename(salvaged)
+    (tdir / "000003.rgc.part").write_bytes(b"RGCAP1\n")  # the rewrite a crash cut short
+    assert salvage.finish_partials(tdir) == 6
+    assert sorted(p.name for p in tdir.iterdir()) == ["000003.rgc"]
+
+
+def test_recover_recording_lists_unpublished_segments(tmp_path: Path) -> None:
+    rec_dir = tmp_path / TEN / RID
+    tdir = rec_dir / "capture" / "ana" / "ana-s1-audio"
+    tdir.mkdir(parents=True)
+    _write_partial(tdir, 0, 3, cut=0)
+    _write_partial(tdir, 1, 2, cut=7)
+    found = salvage.recover_recording(rec_dir, {("ana-s1-audio", 0)})
+    assert [(f.header.seq, f.stats.frames) for f in found] == [(1, 1)]
+    assert found[0].rel_path == "capture/ana/ana-s1-audio/000001.rgc"
+    state = facts.CaptureState()
+    events = salvage.salvage_events(state, found, recording_id=RID, tenant_id=TEN)
+    assert [type(e).__name__ for e in events] == ["TrackStarted", "SegmentWritten"]
+    assert isinstance(events[0], captures.TrackStarted) and events[0].session_id == "s1"
+    assert events[1].event_id == facts.segment_id(RID, "ana-s1-audio", 1)

@@ -1,0 +1,161 @@
+"""Helpers for the uploader's tests: sealed backups on disk, events in, real processes running."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import uuid
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from shared import natsio
+from shared.events import AnyEvent, event_id
+from shared.events import transcodes as tr_events
+from shared.events import uploads as up_events
+from shared.events.transcodes import SealedFile
+from shared.ids import new_recording_id
+from shared.integrity import sha256sums
+from tests.credentials.helpers import publish_started
+from tests.servers import ServiceProcess, service_env
+
+CANARY = "CANARY-uploader-5d1f0e"  # the S3 secret key: moto accepts any, logs must never show it
+ACCESS_KEY = "AKIAUPLOADERTEST0001"
+
+
+def start_uploader(
+    tmp: Path, nats_url: str, backup_dir: Path, name: str = "uploader", **extra: str | Path
+) -> ServiceProcess:
+    settings: dict[str, str | Path] = {
+        "nats_url": nats_url,
+        "data_dir": tmp / f"{name}-data",
+        "backup_dir": backup_dir,
+        "log_level": "DEBUG",
+        "upload_backoff_s": "0.5",
+        "upload_part_size": str(5 * 1024 * 1024),
+    }
+    env = service_env(**{**settings, **extra})
+    return ServiceProcess("services.uploader", env, tmp / f"{name}.log").start()
+
+
+def s3_destination(url: str, bucket: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "bucket": bucket,
+        "endpoint_url": url,
+        "region": "us-east-1",
+        "path_style": True,
+        "access_key_id": ACCESS_KEY,
+        "secret_access_key": CANARY,
+        **extra,
+    }
+
+
+def new_bucket() -> str:
+    return f"rg-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class Backup:
+    root: Path
+    tenant_id: str
+    recording_id: str
+    files: list[SealedFile]
+    started_at: datetime
+
+    @property
+    def folder(self) -> Path:
+        return self.root / self.tenant_id / self.recording_id
+
+    @property
+    def output(self) -> Path:
+        return self.folder / "output"
+
+    def content(self, name: str) -> bytes:
+        return (self.output / name).read_bytes()
+
+    def key(self, name: str, prefix: str = "") -> str:
+        date = self.started_at.date().isoformat()
+        key = f"{self.tenant_id}/{date}/{self.recording_id}/{name}"
+        return f"{prefix}/{key}" if prefix else key
+
+
+def _sealed(path: Path, role: str, content_type: str) -> SealedFile:
+    data = path.read_bytes()
+    return SealedFile(
+        name=path.name,
+        role=role,  # type: ignore[arg-type]
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        crc32=zlib.crc32(data),
+        content_type=content_type,
+    )
+
+
+def write_backup(root: Path, tenant_id: str, media_sizes: dict[str, int]) -> Backup:
+    """A recording's backup as the transcoder leaves it: capture segments and sealed outputs."""
+    rid = new_recording_id()
+    folder = root / tenant_id / rid
+    seg = folder / "capture" / "alice" / "alice-1-audio" / "000000.rgc"
+    seg.parent.mkdir(parents=True)
+    seg.write_bytes(os.urandom(1000))
+    out = folder / "output"
+    out.mkdir(parents=True)
+    files = []
+    for name, size in media_sizes.items():
+        (out / name).write_bytes(os.urandom(size))
+        files.append(_sealed(out / name, "media", "video/webm"))
+    (out / "SHA256SUMS").write_text(sha256sums((f.name, f.sha256) for f in files))
+    (out / "manifest.json").write_text(
+        json.dumps({"recording_id": rid, "files": [f.name for f in files]})
+    )
+    files.append(_sealed(out / "SHA256SUMS", "checksums", "text/plain"))
+    files.append(_sealed(out / "manifest.json", "manifest", "application/json"))
+    return Backup(root, tenant_id, rid, files, datetime.now(UTC))
+
+
+async def publish_sealed(js: JetStreamContext, backup: Backup, destination_id: str) -> None:
+    await publish_started(
+        js, backup.recording_id, backup.tenant_id, destination_id, at=backup.started_at
+    )
+    await natsio.publish(
+        js,
+        tr_events.RecordingSealed(
+            event_id=event_id(backup.recording_id, "sealed"),
+            recording_id=backup.recording_id,
+            tenant_id=backup.tenant_id,
+            occurred_at=datetime.now(UTC),
+            output_dir=f"{backup.tenant_id}/{backup.recording_id}/output",
+            files=backup.files,
+        ),
+    )
+
+
+async def uploads(js: JetStreamContext, rid: str, kind: str = "*") -> list[AnyEvent]:
+    return [e for _, e in await natsio.read_subject(js, up_events.STREAM, f"uploads.{rid}.{kind}")]
+
+
+async def wait_event(
+    js: JetStreamContext,
+    rid: str,
+    kind: str,
+    proc: ServiceProcess | None = None,
+    timeout: float = 60,
+    where: Any = None,
+) -> AnyEvent:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        for event in await uploads(js, rid, kind):
+            if where is None or where(event):
+                return event
+        if proc is not None and not proc.alive():
+            raise AssertionError(f"uploader exited:\n{proc.log_path.read_text()[-3000:]}")
+        await asyncio.sleep(0.2)
+    log = proc.log_path.read_text()[-4000:] if proc else ""
+    raise AssertionError(f"no uploads.{rid}.{kind} within {timeout:.0f} s\n{log}")
