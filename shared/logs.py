@@ -79,5 +79,5 @@ def setup(service: str, level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # aiortc/aioice debug logs include SDP and ICE credentials: keep them quiet.
-    for noisy in ("aioice", "aiortc", "botocore", "aiobotocore", "nats"):
+    for noisy in ("aioice", "aiortc", "botocore", "aiobotocore", "nats", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

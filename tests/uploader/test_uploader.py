@@ -10,6 +10,7 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from shared.events import uploads as up
+from shared.events.base import subject_kind
 from shared.ids import new_tenant_id
 from tests.credentials.helpers import VaultClient
 from tests.servers import MotoS3, ServiceProcess
@@ -83,7 +84,7 @@ async def test_s3_upload_is_confirmed_and_the_backup_purged(
     assert not backup.folder.exists()
 
     events = await uploads(js, backup.recording_id)
-    kinds = [e.kind for e in events]
+    kinds = [subject_kind(e) for e in events]
     assert kinds.count("attempt_started") == 1 and kinds.count("file_uploaded") == len(expected)
     assert kinds.count("uploaded") == 1 and "failed" not in kinds and "retained" not in kinds
     started = next(e for e in events if isinstance(e, up.UploadAttemptStarted))
