@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
+
+.PHONY: test-deps
 .PHONY: setup run test lint typecheck bench schema docs clean
 
 setup: $(STAMP)
@@ -28,7 +30,10 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-test: setup lint typecheck
+test-deps: setup
+	bash scripts/test-deps.sh
+
+test: setup lint typecheck test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -61,7 +61,16 @@ class RunningSystem:
             timeout=30,
             message=f"supervisor to restart {service}",
         )
+        if service == "api":
+            self.wait_api()
         return pid
+
+    def wait_api(self) -> None:
+        wait_until(
+            lambda: self.cli("recordings", "list", "--json", check=False).returncode == 0,
+            timeout=60,
+            message="the API to answer",
+        )
 
     def _pid_changed(self, service: str, old: int) -> bool:
         try:
@@ -120,11 +129,7 @@ def start_system(tmp_path: Path, extra_env: dict[str, str] | None = None) -> Run
         if proc.poll() is not None:
             raise AssertionError(f"resguardo up exited:\n{system.logs()}")
         system.endpoints = json.loads(endpoints.read_text())
-        wait_until(
-            lambda: system.cli("recordings", "list", "--json", check=False).returncode == 0,
-            timeout=60,
-            message="the API to answer",
-        )
+        system.wait_api()
     except BaseException:
         stop_system(system)
         raise
