@@ -61,14 +61,34 @@ def markdown_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
+def providers_table() -> str:
+    """Every destination provider's config fields (from shared.providers)."""
+    from shared.providers import COMMON_FIELDS, PROVIDERS
+
+    lines = ["| Provider | Field | Secret | Required | What it is |", "|---|---|---|---|---|"]
+    for provider, specs in [*PROVIDERS.items(), ("all", COMMON_FIELDS)]:
+        for f in specs:
+            choices = f" One of: {', '.join(f.choices)}." if f.choices else ""
+            lines.append(
+                f"| {provider} | `{f.name}` | {'yes' if f.secret else ''} | "
+                f"{'yes' if f.required else ''} | {f.doc}{choices} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+GENERATED = {"config-table": markdown_table, "providers-table": providers_table}
 
 
 def readme_with_table(text: str) -> str:
-    """``text`` with the generated table between the config-table markers."""
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    return f"{head}{START}\n{markdown_table()}{END}{tail}"
+    """``text`` with each generated table put between its ``<!-- name:start/end -->`` markers."""
+    for name, make in GENERATED.items():
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        if start not in text:
+            continue
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
+        text = f"{head}{start}\n{make()}{end}{tail}"
+    return text
 
 
 def _show(args: argparse.Namespace) -> int:
