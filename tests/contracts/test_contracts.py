@@ -39,8 +39,11 @@ def test_stored_fixture_still_decodes(path: Path) -> None:
     event = decode(raw)
     assert type(event) is TYPE_BY_TAG[path.parent.name]
     assert event.schema_version == int(path.stem[1:])
-    # And what we decode re-encodes to the same document (no silent field loss).
-    assert json.loads(encode(event)) == json.loads(raw)
+    # Re-encoding keeps every field the old document had, with the same value (fields added
+    # later appear with their defaults).
+    original = json.loads(raw)
+    encoded = json.loads(encode(event))
+    assert {k: encoded[k] for k in original} == original
 
 
 @pytest.mark.parametrize("path", ALL_FIXTURES, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -150,5 +153,10 @@ async def test_handler_reject_dead_letters_with_its_reason(js) -> None:
         task.cancel()
     letter = msgspec.json.decode(msgs[0].data, type=dl.DeadLetter)
     assert letter.reason == "destination was deleted; nothing to do"
-    info = await js.consumer_info("RECORDINGS", "reject-test")
+    # The term follows the dead-letter publish: give it a moment, then nothing may be pending.
+    for _ in range(100):
+        info = await js.consumer_info("RECORDINGS", "reject-test")
+        if info.num_ack_pending == 0:
+            break
+        await asyncio.sleep(0.05)
     assert info.num_ack_pending == 0 and info.num_pending == 0
