@@ -149,14 +149,14 @@ async def test_handler_reject_dead_letters_with_its_reason(js) -> None:
     sub = await js.pull_subscribe("deadletter.recordings", stream="DEADLETTER")
     try:
         msgs = await sub.fetch(1, timeout=10)
+        letter = msgspec.json.decode(msgs[0].data, type=dl.DeadLetter)
+        assert letter.reason == "destination was deleted; nothing to do"
+        # The term follows the dead-letter publish: give it a moment; then nothing is pending.
+        for _ in range(100):
+            info = await js.consumer_info("RECORDINGS", "reject-test")
+            if info.num_ack_pending == 0:
+                break
+            await asyncio.sleep(0.05)
     finally:
         task.cancel()
-    letter = msgspec.json.decode(msgs[0].data, type=dl.DeadLetter)
-    assert letter.reason == "destination was deleted; nothing to do"
-    # The term follows the dead-letter publish: give it a moment, then nothing may be pending.
-    for _ in range(100):
-        info = await js.consumer_info("RECORDINGS", "reject-test")
-        if info.num_ack_pending == 0:
-            break
-        await asyncio.sleep(0.05)
     assert info.num_ack_pending == 0 and info.num_pending == 0
