@@ -1,19 +1,118 @@
-"""``resguardo verify DIR``: check a downloaded recording against SHA256SUMS and manifest.json.
+"""``resguardo verify DIR``: check a downloaded recording against SHA256SUMS and manifest.json,
+and manifest.json's Ed25519 signature (manifest.json.sig).
 
-Exit 0 when every file matches; otherwise exit 1 and name each file that does not.
+The public key comes from ``--public-key FILE`` (as printed by ``resguardo keys show``) or, without
+it, from the API (``GET /v1/keys/signing``); if neither is available the files are still checked
+and the output says plainly that the signature was not.
+
+Exit 0 when every file matches (and the signature, when checked); otherwise exit 1 and name each
+file that does not.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from shared import signing
 from shared.integrity import Digest, iter_file, parse_sha256sums
 
 from ..cli import CliError
 from ..progress import Progress
+
+MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.json.sig"
+KEY_ENDPOINT = "/v1/keys/signing"
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    pem: str
+    key_id: str
+    source: str  # the file's path, or "the API"
+
+
+def parse_public_key(pem: str, source: str) -> PublicKey:
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except ValueError:
+        key = None
+    if not isinstance(key, Ed25519PublicKey):
+        raise CliError(
+            f"{source} does not hold an Ed25519 public key in PEM form; use the key printed by "
+            "`resguardo keys show`."
+        )
+    return PublicKey(pem, signing.key_id(key), source)
+
+
+def key_from_file(path: Path) -> PublicKey:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CliError(f"Cannot read the public key file {path} ({exc.strerror}).") from None
+    return parse_public_key(text, str(path))
+
+
+def _pem_in(reply: Any) -> str | None:
+    if isinstance(reply, str):
+        return reply
+    if isinstance(reply, dict):
+        for field in ("public_key_pem", "public_key", "pem"):
+            value = reply.get(field)
+            if isinstance(value, str) and "BEGIN PUBLIC KEY" in value:
+                return value
+    return None
+
+
+def key_from_api() -> tuple[PublicKey | None, str]:
+    """The operator's public key from the API, or None and why it could not be had."""
+    from ..client import ApiClient  # the CLI's HTTPS client; only needed on this path
+
+    try:
+        reply = ApiClient.from_env().request("GET", KEY_ENDPOINT)
+    except CliError as exc:
+        return None, str(exc)
+    pem = _pem_in(reply)
+    if pem is None:
+        return None, f"the API's answer to GET {KEY_ENDPOINT} holds no public key"
+    try:
+        return parse_public_key(pem, "the API"), ""
+    except CliError as exc:
+        return None, str(exc)
+
+
+def check_signature(directory: Path, key: PublicKey) -> dict[str, Any]:
+    """The result line for manifest.json's signature under ``key``."""
+    manifest_path, sig_path = directory / MANIFEST_NAME, directory / SIGNATURE_NAME
+    if not manifest_path.is_file():
+        return {"name": MANIFEST_NAME, "ok": False, "reason": "missing"}
+    if not sig_path.is_file():
+        return {
+            "name": SIGNATURE_NAME,
+            "ok": False,
+            "reason": "missing: the manifest's signature cannot be checked",
+        }
+    data = manifest_path.read_bytes()
+    if signing.verify(key.pem, data, sig_path.read_text(errors="replace")):
+        return {"name": SIGNATURE_NAME, "ok": True, "reason": "", "key_id": key.key_id}
+    reason = "signature does not match: manifest.json was changed or signed by another key"
+    try:
+        claimed = json.loads(data).get("signing_key_id")
+    except (ValueError, AttributeError):
+        claimed = None
+    if isinstance(claimed, str) and claimed and claimed != key.key_id:
+        reason = (
+            f"signature does not match: manifest.json names key {claimed}, "
+            f"but the public key from {key.source} is {key.key_id}"
+        )
+    return {"name": MANIFEST_NAME, "ok": False, "reason": reason}
 
 
 def verify_dir(directory: Path, *, show_progress: bool = True) -> list[dict[str, Any]]:
@@ -28,9 +127,11 @@ def verify_dir(directory: Path, *, show_progress: bool = True) -> list[dict[str,
     except ValueError as exc:
         raise CliError(f"SHA256SUMS is malformed ({exc}); download it again.") from None
     manifest_files: dict[str, dict[str, Any]] = {}
-    manifest_path = directory / "manifest.json"
+    manifest_path = directory / MANIFEST_NAME
     results: list[dict[str, Any]] = []
-    if manifest_path.is_file():
+    if not manifest_path.is_file():
+        results.append({"name": MANIFEST_NAME, "ok": False, "reason": "missing"})
+    else:
         try:
             manifest = json.loads(manifest_path.read_text())
             manifest_files = {f["name"]: f for f in manifest.get("files", [])}
@@ -87,22 +188,50 @@ def _run(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     if not directory.is_dir():
         raise CliError(f"{directory} is not a folder; pass the folder you downloaded.")
+    key: PublicKey | None
+    if args.public_key:
+        key, why_not = key_from_file(Path(args.public_key)), ""
+    else:
+        key, why_not = key_from_api()
     results = verify_dir(directory, show_progress=not args.json)
+    signature: dict[str, Any] = {"checked": key is not None}
+    if key is not None:
+        outcome = check_signature(directory, key)
+        results.append(outcome)
+        signature.update(ok=outcome["ok"], key_id=key.key_id, key_source=key.source)
+    else:
+        signature["reason"] = why_not
+        print(
+            f"resguardo: the manifest's signature was NOT checked ({why_not.rstrip('.')}); "
+            "pass --public-key FILE with the key from `resguardo keys show` to check it.",
+            file=sys.stderr,
+        )
     bad = [r for r in results if not r["ok"]]
     if args.json:
-        print(json.dumps({"ok": not bad, "files": results}, indent=2))
+        print(json.dumps({"ok": not bad, "signature": signature, "files": results}, indent=2))
     else:
         for r in results:
             print(
                 f"{'OK ' if r['ok'] else 'BAD'}  {r['name']}"
                 + (f"  ({r['reason']})" if r["reason"] else "")
             )
-        print("All files verified." if not bad else f"{len(bad)} file(s) failed verification.")
+        if bad:
+            print(f"{len(bad)} file(s) failed verification.")
+        elif key is None:
+            print("All files verified; the signature was not checked.")
+        else:
+            print(f"All files verified; manifest signed by key {key.key_id}.")
     return 1 if bad else 0
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("verify", help="check a downloaded recording's files and hashes")
     parser.add_argument("directory", help="the downloaded recording folder")
+    parser.add_argument(
+        "--public-key",
+        metavar="FILE",
+        help="the operator's Ed25519 public key (PEM, from `resguardo keys show`); "
+        "default: ask the API",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=_run)

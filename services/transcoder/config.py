@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from shared.config import CommonConfig, ConfigError, env_name, setting
 
@@ -27,6 +28,17 @@ class TranscoderConfig(CommonConfig):
         0,
         "Cap on how fast output files are written, to leave disk bandwidth to live captures; "
         "0 means no cap.",
+    )
+
+    transcoder_composite: bool = setting(
+        True,
+        "Also write composite.webm (composite.mp4 for mp4 destinations): a grid of every "
+        "participant's video with the mixed audio of the call.",
+    )
+    signing_key_file: Path | None = setting(
+        None,
+        "The operator's Ed25519 private key (PEM) that signs manifest.json. "
+        "Default: <data dir>/keys/signing-ed25519.key, created on first start.",
     )
 
     def validate(self) -> None:

@@ -10,10 +10,12 @@ from typing import Any
 from shared.events.transcodes import SealedFile
 from shared.integrity import FileDigest
 
-from .plan import FilePlan
+from .composite import CompositePlan
+from .plan import FilePlan, OutputOptions
 from .state import RecordingCapture
 
 MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.json.sig"
 SUMS_NAME = "SHA256SUMS"
 MANIFEST_FORMAT = "resguardo.recording"
 MANIFEST_VERSION = 1
@@ -21,7 +23,7 @@ MANIFEST_VERSION = 1
 
 @dataclass(frozen=True)
 class MediaFile:
-    plan: FilePlan
+    plan: FilePlan | CompositePlan
     digest: FileDigest
     duration_s: float
 
@@ -65,6 +67,27 @@ def _participants(state: RecordingCapture, files: dict[str, str]) -> list[dict[s
     return out
 
 
+def _tracks(plan: FilePlan | CompositePlan) -> list[dict[str, Any]]:
+    if isinstance(plan, FilePlan):
+        members = [(plan, 0)]
+    else:
+        members = [(m.plan, m.offset_ms) for m in plan.members]
+    return [
+        {
+            **({"participant_id": p.participant_id} if isinstance(plan, CompositePlan) else {}),
+            "track_id": t.track_id,
+            "session_id": t.session_id,
+            "kind": s.kind,
+            "codec": t.codec,
+            "starts_at_s": (offset + t.start_ms) / 1000,
+            "ends_at_s": (offset + t.end_ms) / 1000,
+        }
+        for p, offset in members
+        for s in p.streams
+        for t in s.tracks
+    ]
+
+
 def _file_entry(m: MediaFile) -> dict[str, Any]:
     plan = m.plan
     return {
@@ -77,28 +100,26 @@ def _file_entry(m: MediaFile) -> dict[str, Any]:
         "duration_s": round(m.duration_s, 3),
         "codecs": plan.codecs,
         "starts_at": iso(plan.t0_ns),
-        "tracks": [
-            {
-                "track_id": t.track_id,
-                "session_id": t.session_id,
-                "kind": s.kind,
-                "codec": t.codec,
-                "starts_at_s": t.start_ms / 1000,
-                "ends_at_s": t.end_ms / 1000,
-            }
-            for s in plan.streams
-            for t in s.tracks
-        ],
+        "starts_at_ns": plan.t0_ns,
+        "tracks": _tracks(plan),
         "source_segments": [
             {"path": seg.path, "sha256": seg.sha256, "size": seg.size} for seg in plan.segments
         ],
     }
 
 
-def build_manifest(state: RecordingCapture, media: list[MediaFile]) -> dict[str, Any]:
+def build_manifest(
+    state: RecordingCapture,
+    media: list[MediaFile],
+    *,
+    signing_key_id: str = "",
+    options: OutputOptions | None = None,
+) -> dict[str, Any]:
     """Everything a recipient needs to check and place the files; no clock of its own, so a
-    re-run over the same capture writes the same bytes."""
-    files = {m.plan.participant_id: m.plan.name for m in media}
+    re-run over the same capture writes the same bytes. ``manifest.json.sig`` signs these
+    bytes with the key named by ``signing_key_id``."""
+    options = options or OutputOptions()
+    files = {m.plan.participant_id: m.plan.name for m in media if m.plan.participant_id}
     joins = [s.joined_at_ns for p in state.participants.values() for s in p.sessions]
     leaves = [s.left_at_ns for p in state.participants.values() for s in p.sessions if s.left_at_ns]
     return {
@@ -109,8 +130,11 @@ def build_manifest(state: RecordingCapture, media: list[MediaFile]) -> dict[str,
         "started_at": iso(min(joins)) if joins else None,
         "ended_at": iso(max(leaves)) if leaves else None,
         "participants": _participants(state, files),
+        "output": {"format": options.format, "tracks": options.tracks},
         "files": [_file_entry(m) for m in media],
         "checksums": SUMS_NAME,
+        "signature": SIGNATURE_NAME,
+        "signing_key_id": signing_key_id,
     }
 
 
@@ -119,7 +143,7 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
 
 
 def sealed_files(
-    media: list[MediaFile], sums: FileDigest, manifest: FileDigest
+    media: list[MediaFile], sums: FileDigest, manifest: FileDigest, signature: FileDigest
 ) -> list[SealedFile]:
     files = [
         SealedFile(
@@ -152,6 +176,16 @@ def sealed_files(
             sha256=manifest.sha256,
             crc32=manifest.crc32,
             content_type="application/json",
+        )
+    )
+    files.append(
+        SealedFile(
+            name=SIGNATURE_NAME,
+            role="signature",
+            size=signature.size,
+            sha256=signature.sha256,
+            crc32=signature.crc32,
+            content_type="text/plain; charset=us-ascii",
         )
     )
     return files

@@ -1,5 +1,6 @@
-"""The output folder: verify the capture, remux into a staging folder, write SHA256SUMS and
-manifest.json, make it durable, and rename it to ``output/`` in one step.
+"""The output folder: verify the capture, remux into a staging folder (and render the call's
+composite), write SHA256SUMS, manifest.json and its Ed25519 signature manifest.json.sig, make it
+durable, and rename it to ``output/`` in one step.
 
 A process killed at any point leaves either no ``output/`` or a complete one; a staging folder
 left behind by a crash is deleted by the next run.
@@ -17,21 +18,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shared import signing
 from shared.backup import output_dir
 from shared.capture_format import fsync_dir
 from shared.events.transcodes import SealedFile
 from shared.integrity import CHUNK, Digest, FileDigest, digest_file, sha256sums
 
+from .composite import CompositePlan, render
 from .errors import RecordingBusy, SegmentInvalid
 from .manifest import (
     MANIFEST_NAME,
+    SIGNATURE_NAME,
     SUMS_NAME,
     MediaFile,
     build_manifest,
     manifest_bytes,
     sealed_files,
 )
-from .plan import FilePlan
+from .plan import FilePlan, OutputOptions
 from .remux import remux, segment_path
 from .state import RecordingCapture, Segment
 
@@ -128,10 +134,13 @@ def build_output(
     state: RecordingCapture,
     plans: list[FilePlan],
     *,
+    signing_key: Ed25519PrivateKey,
+    options: OutputOptions | None = None,
+    composite: CompositePlan | None = None,
     max_bytes_per_s: int = 0,
 ) -> Sealed:
-    """Verify, remux and seal; raises ``SegmentInvalid`` (quarantine) before writing anything
-    if a segment is missing or altered. Blocking: run it in a thread."""
+    """Verify, remux, render the composite and seal; raises ``SegmentInvalid`` (quarantine)
+    before writing anything if a segment is missing or altered. Blocking: run it in a thread."""
     verify_segments(rec_dir, sorted(state.segments.values(), key=lambda s: (s.track_id, s.seq)))
     clear_previous(rec_dir)
     staging = rec_dir / f"{STAGING_PREFIX}{secrets.token_hex(6)}"
@@ -142,11 +151,18 @@ def build_output(
             path = staging / plan.name
             result = remux(plan, rec_dir, path, max_bytes_per_s=max_bytes_per_s)
             media.append(MediaFile(plan, _sync_digest(path), result.duration_s))
+        if composite is not None:
+            path = staging / composite.name
+            result = render(composite, rec_dir, path, max_bytes_per_s=max_bytes_per_s)
+            media.append(MediaFile(composite, _sync_digest(path), result.duration_s))
         sums = _write_synced(
             staging / SUMS_NAME, sha256sums((m.plan.name, m.digest.sha256) for m in media).encode()
         )
-        manifest = _write_synced(
-            staging / MANIFEST_NAME, manifest_bytes(build_manifest(state, media))
+        key_id = signing.key_id(signing_key.public_key())
+        text = manifest_bytes(build_manifest(state, media, signing_key_id=key_id, options=options))
+        manifest = _write_synced(staging / MANIFEST_NAME, text)
+        signature = _write_synced(
+            staging / SIGNATURE_NAME, signing.sign(signing_key, text).encode()
         )
         fsync_dir(staging)
         final = output_dir(rec_dir)
@@ -155,4 +171,4 @@ def build_output(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Sealed(final, sealed_files(media, sums, manifest))
+    return Sealed(final, sealed_files(media, sums, manifest, signature))

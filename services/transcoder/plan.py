@@ -6,10 +6,21 @@ earliest captured frame (wall clock). A track starts at its first frame's wall-c
 advances with its RTP clock, so audio and video stay aligned and a reconnect's gap stays a gap.
 Within one output stream timestamps strictly increase: a track never starts before the previous
 track of that stream ended, and equal timestamps are nudged forward by 1 ms.
+
+A track's anchor is the wall clock its first RTP timestamp stands for, taken from the least delayed
+frame of its first seconds (a large first key frame arrives late; the frames after it do not).
+If the RTP clock jumps backwards or strays from the wall clock by more than ``REANCHOR_MS`` (a
+sender restart, a bad unwrap), the track is re-anchored on the wall clock: never hours of silence.
+
+Video is only kept from a key frame on: at each track's start, at each segment that does not begin
+with one (the proxy starts every segment at a key frame, so its first one was lost), and after a
+gap in RTP time that means lost frames; what follows such a loss until the next key frame could
+not be decoded, so it is dropped.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -21,6 +32,13 @@ from .state import RecordingCapture, Segment, Track
 
 UNITS_PER_S = 1000  # the output time base is 1/1000 s (Matroska's default timestamp scale)
 NS_PER_UNIT = 1_000_000_000 // UNITS_PER_S
+ANCHOR_WINDOW_NS = 10_000_000_000  # segments whose frames refine a track's anchor
+REANCHOR_MS = 5_000  # RTP time further than this from the wall clock is not believed
+LOSS_MIN_MS = 100  # a video RTP gap at least this long (and 2.5 frames) means lost frames
+LOSS_FRAMES = 2.5
+
+FORMATS = ("webm", "mp4")
+TRACK_CHOICES = ("av", "audio", "video")
 
 
 @dataclass(frozen=True)
@@ -43,6 +61,25 @@ def codec_info(mime: str) -> CodecInfo | None:
 
 
 @dataclass(frozen=True)
+class OutputOptions:
+    """What the destination asked for: the container family and which tracks."""
+
+    format: str = "webm"  # "webm" (VP8/Opus as captured; H.264 in Matroska) or "mp4" (H.264/AAC)
+    tracks: str = "av"  # "av", "audio" or "video"
+
+    def check(self) -> None:
+        if self.format not in FORMATS:
+            raise PlanError(f"output format {self.format!r} is not one of {', '.join(FORMATS)}")
+        if self.tracks not in TRACK_CHOICES:
+            raise PlanError(
+                f"output tracks {self.tracks!r} is not one of {', '.join(TRACK_CHOICES)}"
+            )
+
+    def wants(self, kind: str) -> bool:
+        return self.tracks == "av" or self.tracks == kind
+
+
+@dataclass(frozen=True)
 class TrackPlan:
     track_id: str
     session_id: str
@@ -58,14 +95,23 @@ class TrackPlan:
 @dataclass(frozen=True)
 class StreamPlan:
     kind: str
-    codec: str
+    codec: str  # the input codec (of the first track when a re-encoded stream mixes codecs)
     tracks: tuple[TrackPlan, ...]
+    out_codec: str = ""  # "" or equal to ``codec``: passed through; else re-encoded to it
 
     @property
     def info(self) -> CodecInfo:
         info = codec_info(self.codec)
         assert info is not None
         return info
+
+    @property
+    def output_codec(self) -> str:
+        return self.out_codec or self.codec
+
+    @property
+    def reencode(self) -> bool:
+        return self.output_codec != self.codec or any(t.codec != self.codec for t in self.tracks)
 
 
 @dataclass(frozen=True)
@@ -79,7 +125,7 @@ class FilePlan:
 
     @property
     def codecs(self) -> list[str]:
-        return [s.codec for s in self.streams]
+        return [s.output_codec for s in self.streams]
 
     @property
     def segments(self) -> list[Segment]:
@@ -100,16 +146,42 @@ def _recorded(state: RecordingCapture, track: Track) -> list[Segment]:
     return [s for s in state.segments_of(track.track_id) if s.frames > 0]
 
 
-def plan_files(state: RecordingCapture) -> list[FilePlan]:
+def track_anchor_ns(track: Track, segments: Iterable[Segment]) -> int:
+    """The wall clock (ns) of the track's first RTP timestamp: the earliest that any frame of its
+    first seconds implies. Arrival delay is never negative, so the least delayed frame wins."""
+    first_rtp = min((s.first_rtp_ts for s in segments), default=0)
+    best = track.first_frame_wallclock_ns
+    limit = track.first_frame_wallclock_ns + ANCHOR_WINDOW_NS
+    for seg in segments:
+        for wall, rtp in (
+            (seg.first_wallclock_ns, seg.first_rtp_ts),
+            (seg.last_wallclock_ns, seg.last_rtp_ts),
+        ):
+            if wall <= 0 or wall > limit or rtp < first_rtp:
+                continue
+            implied = wall - (rtp - first_rtp) * 1_000_000_000 // track.clock_rate
+            # Never earlier than a frame could have been: bounded by a plausible jitter.
+            if track.first_frame_wallclock_ns - implied < ANCHOR_WINDOW_NS // 20:
+                best = min(best, implied)
+    return best
+
+
+def plan_files(state: RecordingCapture, options: OutputOptions | None = None) -> list[FilePlan]:
     """One ``FilePlan`` per participant that has captured media, in participant-id order.
 
     Raises ``PlanError`` (a quarantine reason) for what can never be remuxed: a codec the
     transcoder cannot pass through, or a participant id unfit for a file name.
     """
+    options = options or OutputOptions()
+    options.check()
     plans: list[FilePlan] = []
     participant_ids = sorted({t.participant_id for t in state.tracks.values()})
     for pid in participant_ids:
-        tracks = [(t, segs) for t in state.tracks_of(pid) if (segs := _recorded(state, t))]
+        tracks = [
+            (t, segs)
+            for t in state.tracks_of(pid)
+            if options.wants(t.kind) and (segs := _recorded(state, t))
+        ]
         if not tracks:
             continue
         if not is_safe_name(pid):
@@ -120,21 +192,26 @@ def plan_files(state: RecordingCapture) -> list[FilePlan]:
             info = codec_info(t.codec)
             if info is None or info.kind != t.kind:
                 raise PlanError(f"track {t.track_id} has codec {t.codec}, which cannot be remuxed")
-        t0 = min(t.first_frame_wallclock_ns for t, _ in tracks)
-        streams: list[StreamPlan] = []
-        keys = sorted({(t.kind, t.codec.lower()) for t, _ in tracks}, key=_stream_order)
-        for kind, codec in keys:
-            members = [(t, s) for t, s in tracks if (t.kind, t.codec.lower()) == (kind, codec)]
-            streams.append(StreamPlan(kind, codec, _plan_tracks(members, t0, codec)))
-        webm = all(s.info.webm for s in streams)
-        has_video = any(s.kind == "video" for s in streams)
+        anchors = {t.track_id: track_anchor_ns(t, segs) for t, segs in tracks}
+        t0 = min(anchors.values())
+        ordered = sorted(tracks, key=lambda ts: (anchors[ts[0].track_id], ts[0].track_id))
+        has_video = any(t.kind == "video" for t, _ in tracks)
         media = "video" if has_video else "audio"
+        if options.format == "mp4":
+            streams = _mp4_streams(ordered, anchors, t0)
+            name, container, content_type = f"{pid}.mp4", "mp4", f"{media}/mp4"
+        else:
+            streams = _native_streams(ordered, anchors, t0)
+            if all(s.info.webm for s in streams):
+                name, container, content_type = f"{pid}.webm", "webm", f"{media}/webm"
+            else:
+                name, container, content_type = f"{pid}.mkv", "matroska", f"{media}/x-matroska"
         plans.append(
             FilePlan(
                 participant_id=pid,
-                name=f"{pid}.webm" if webm else f"{pid}.mkv",
-                container="webm" if webm else "matroska",
-                content_type=f"{media}/webm" if webm else f"{media}/x-matroska",
+                name=name,
+                container=container,
+                content_type=content_type,
                 t0_ns=t0,
                 streams=tuple(streams),
             )
@@ -142,31 +219,64 @@ def plan_files(state: RecordingCapture) -> list[FilePlan]:
     return plans
 
 
+_Members = list[tuple[Track, list[Segment]]]
+
+
+def _native_streams(tracks: _Members, anchors: dict[str, int], t0: int) -> list[StreamPlan]:
+    """Captured codecs as they are: one stream per (kind, codec)."""
+    streams: list[StreamPlan] = []
+    keys = sorted({(t.kind, t.codec.lower()) for t, _ in tracks}, key=_stream_order)
+    for kind, codec in keys:
+        members = [(t, s) for t, s in tracks if (t.kind, t.codec.lower()) == (kind, codec)]
+        streams.append(StreamPlan(kind, codec, _plan_tracks(members, anchors, t0)))
+    return streams
+
+
+def _mp4_streams(tracks: _Members, anchors: dict[str, int], t0: int) -> list[StreamPlan]:
+    """At most one H.264 and one AAC stream: H.264 passes through when every video track is
+    H.264; anything else is re-encoded."""
+    streams: list[StreamPlan] = []
+    video = [(t, s) for t, s in tracks if t.kind == "video"]
+    audio = [(t, s) for t, s in tracks if t.kind == "audio"]
+    if video:
+        first = video[0][0].codec.lower()
+        planned = _plan_tracks(video, anchors, t0)
+        streams.append(StreamPlan("video", first, planned, out_codec="video/h264"))
+    if audio:
+        first = audio[0][0].codec.lower()
+        planned = _plan_tracks(audio, anchors, t0)
+        streams.append(StreamPlan("audio", first, planned, out_codec="audio/aac"))
+    return streams
+
+
 def _stream_order(key: tuple[str, str]) -> tuple[int, str]:
     kind, codec = key
     return (0 if kind == "video" else 1, codec)
 
 
-def _plan_tracks(
-    members: list[tuple[Track, list[Segment]]], t0_ns: int, codec: str
-) -> tuple[TrackPlan, ...]:
-    info = codec_info(codec)
-    assert info is not None
+def _plan_tracks(members: _Members, anchors: dict[str, int], t0_ns: int) -> tuple[TrackPlan, ...]:
     out: list[TrackPlan] = []
     prev_end = -1
-    for track, segs in members:  # already in wall-clock order of first frame
+    for track, segs in members:  # already in wall-clock order of their anchors
+        info = codec_info(track.codec)
+        assert info is not None
         first_rtp = min(s.first_rtp_ts for s in segs)
         last_rtp = max(s.last_rtp_ts for s in segs)
-        start = _ns_to_ms(track.first_frame_wallclock_ns - t0_ns)
+        start = _ns_to_ms(anchors[track.track_id] - t0_ns)
         if out and start <= prev_end:
             # Overlapping sessions (a reconnect before the old session timed out): play the new
             # one after the old one instead of interleaving two cameras' frames.
             start = prev_end + info.default_frame_ms
-        length = ((last_rtp - first_rtp) * UNITS_PER_S + track.clock_rate // 2) // track.clock_rate
+        length = _rtp_ms(last_rtp - first_rtp, track.clock_rate)
+        wall = _ns_to_ms(
+            max(s.last_wallclock_ns for s in segs) - min(s.first_wallclock_ns for s in segs)
+        )
+        if abs(length - wall) > REANCHOR_MS:
+            length = wall  # the RTP clock jumped: the frames will be placed by wall clock
         plan = TrackPlan(
             track_id=track.track_id,
             session_id=track.session_id,
-            codec=codec,
+            codec=track.codec.lower(),
             clock_rate=track.clock_rate,
             channels=track.channels,
             first_rtp_ts=first_rtp,
@@ -189,6 +299,7 @@ class TimedFrame:
     keyframe: bool
     data: bytes
     stream_index: int = 0
+    track_index: int = 0  # which of the stream's tracks (a new bitstream: a new decoder)
 
 
 def vp8_is_keyframe(data: bytes) -> bool:
@@ -255,37 +366,103 @@ def _frame_duration(codec: str, data: bytes, gap_ms: int | None, fallback: int) 
     return fallback
 
 
+# What ``frames_of`` may yield between frames: "a new segment file starts here".
+SEGMENT_START = None
+
+
+class _Clock:
+    """A track's RTP clock placed on the file's timeline, re-anchored on the wall clock when the
+    RTP timestamps cannot be believed."""
+
+    def __init__(self, track: TrackPlan) -> None:
+        self.track = track
+        self.rtp0 = track.first_rtp_ts
+        self.ms0 = track.start_ms
+        self.wall0: int | None = None  # wall clock of the track's first frame
+        self.prev_rtp: int | None = None
+
+    def place(self, frame: Frame, last_pts: int) -> int:
+        t = self.track
+        if self.wall0 is None:
+            self.wall0 = frame.wallclock_ns
+        wall_ms = t.start_ms + _ns_to_ms(frame.wallclock_ns - self.wall0)
+        rtp_ms = self.ms0 + _rtp_ms(frame.rtp_ts - self.rtp0, t.clock_rate)
+        backwards = self.prev_rtp is not None and frame.rtp_ts < self.prev_rtp
+        if backwards or abs(rtp_ms - wall_ms) > REANCHOR_MS:
+            self.rtp0, self.ms0 = frame.rtp_ts, max(wall_ms, last_pts + 1)
+            rtp_ms = self.ms0
+        self.prev_rtp = frame.rtp_ts
+        return max(rtp_ms, last_pts + 1)
+
+
+def _rtp_ms(delta: int, clock_rate: int) -> int:
+    return (delta * UNITS_PER_S + clock_rate // 2) // clock_rate
+
+
+class _LossWatch:
+    """Says when a video RTP gap is longer than the track's frame cadence allows."""
+
+    def __init__(self, clock_rate: int) -> None:
+        self.clock_rate = clock_rate
+        self.recent: deque[int] = deque(maxlen=15)
+        self.prev: int | None = None
+
+    def lost_before(self, rtp_ts: int) -> bool:
+        prev, self.prev = self.prev, rtp_ts
+        if prev is None or rtp_ts <= prev:
+            return False
+        delta = rtp_ts - prev
+        lost = False
+        if len(self.recent) >= 3:
+            nominal = sorted(self.recent)[len(self.recent) // 2]
+            floor = LOSS_MIN_MS * self.clock_rate // UNITS_PER_S
+            lost = delta >= max(LOSS_FRAMES * nominal, floor)
+        if not lost:
+            self.recent.append(delta)
+        return lost
+
+
 def timed_frames(
     stream: StreamPlan,
-    frames_of: Callable[[TrackPlan], Iterable[Frame]],
+    frames_of: Callable[[TrackPlan], Iterable[Frame | None]],
     stream_index: int = 0,
 ) -> Iterator[TimedFrame]:
     """Every frame of ``stream``'s tracks with its file timestamp and duration, in order.
 
-    Video starts at a key frame in every track (anything before it cannot be decoded).
-    Timestamps strictly increase across the whole stream.
+    ``frames_of`` may yield ``SEGMENT_START`` (None) where a segment file begins. Video is kept
+    only from a key frame on (see the module's docstring). Timestamps strictly increase across
+    the whole stream.
     """
-    info = stream.info
     last_pts = -1
-    for track in stream.tracks:
-        seen_key = stream.kind != "video"
+    video = stream.kind == "video"
+    for index, track in enumerate(stream.tracks):
+        codec = track.codec
+        default_ms = (codec_info(codec) or stream.info).default_frame_ms
+        need_key = video
+        clock = _Clock(track)
+        loss = _LossWatch(track.clock_rate)
         pending: tuple[int, bool, bytes] | None = None
         last_gap: int | None = None
         for frame in frames_of(track):
-            key = is_keyframe(stream.codec, frame)
-            if not seen_key:
+            if frame is None:
+                need_key = need_key or video
+                continue
+            key = is_keyframe(codec, frame)
+            if video and loss.lost_before(frame.rtp_ts):
+                need_key = True
+            if need_key:
                 if not key:
                     continue
-                seen_key = True
-            pts = max(rtp_to_ms(track, frame.rtp_ts), last_pts + 1)
+                need_key = False
+            pts = clock.place(frame, last_pts)
             if pending is not None:
                 p_pts, p_key, p_data = pending
                 last_gap = pts - p_pts
-                dur = _frame_duration(stream.codec, p_data, last_gap, info.default_frame_ms)
-                yield TimedFrame(p_pts, dur, p_key, p_data, stream_index)
+                dur = _frame_duration(codec, p_data, last_gap, default_ms)
+                yield TimedFrame(p_pts, dur, p_key, p_data, stream_index, index)
             pending = (pts, key, frame.data)
             last_pts = pts
         if pending is not None:
             p_pts, p_key, p_data = pending
-            dur = _frame_duration(stream.codec, p_data, last_gap, info.default_frame_ms)
-            yield TimedFrame(p_pts, dur, p_key, p_data, stream_index)
+            dur = _frame_duration(codec, p_data, last_gap, default_ms)
+            yield TimedFrame(p_pts, dur, p_key, p_data, stream_index, index)

@@ -1,12 +1,13 @@
-"""PyAV I/O: stream a participant's captured frames into one WebM/Matroska file, re-encoding
-nothing. Memory stays flat: frames are read one at a time from the segment files and merged by
-timestamp across the file's streams."""
+"""PyAV I/O: stream a participant's captured frames into one file. WebM/Matroska re-encode
+nothing; mp4 passes H.264 through and re-encodes the rest (VP8 to H.264, Opus to AAC). Memory
+stays flat: frames are read one at a time from the segment files and merged by timestamp across
+the file's streams."""
 
 from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -18,7 +19,26 @@ from shared.backup import UnsafePath, inside
 from shared.capture_format import Frame, SegmentFormatError, read_segment
 
 from .errors import SegmentInvalid
-from .plan import UNITS_PER_S, FilePlan, StreamPlan, TrackPlan, timed_frames, vp8_dimensions
+from .media import (
+    RATE,
+    SAMPLES_PER_MS,
+    AlignedPcm,
+    OutPacket,
+    decoded_audio,
+    decoded_video,
+    encoded,
+    pcm_frame,
+    quiet_decoder,
+)
+from .plan import (
+    SEGMENT_START,
+    UNITS_PER_S,
+    FilePlan,
+    StreamPlan,
+    TrackPlan,
+    timed_frames,
+    vp8_dimensions,
+)
 
 TIME_BASE = Fraction(1, UNITS_PER_S)
 OPUS_RATE = 48_000
@@ -65,8 +85,9 @@ def segment_path(rec_dir: Path, relative: str) -> Path:
         ) from None
 
 
-def track_frames(rec_dir: Path, track: TrackPlan) -> Generator[Frame, None, None]:
-    """The track's frames from its segment files, in order, one at a time."""
+def track_frames(rec_dir: Path, track: TrackPlan) -> Generator[Frame | None, None, None]:
+    """The track's frames from its segment files, in order, one at a time; ``SEGMENT_START``
+    (None) before each segment's first frame."""
     for seg in track.segments:
         path = segment_path(rec_dir, seg.path)
         try:
@@ -78,6 +99,7 @@ def track_frames(rec_dir: Path, track: TrackPlan) -> Generator[Frame, None, None
         if header.track_id != track.track_id:
             frames.close()  # type: ignore[attr-defined]
             raise SegmentInvalid(f"capture segment {seg.path} belongs to another track")
+        yield SEGMENT_START
         yield from frames
 
 
@@ -86,7 +108,7 @@ def _first_keyframe(rec_dir: Path, stream: StreamPlan) -> bytes | None:
         frames = track_frames(rec_dir, track)
         try:
             for frame in frames:
-                if frame.keyframe or vp8_dimensions(frame.data):
+                if frame is not None and (frame.keyframe or vp8_dimensions(frame.data)):
                     return frame.data
         finally:
             frames.close()
@@ -98,11 +120,12 @@ def video_size(rec_dir: Path, stream: StreamPlan) -> tuple[int, int]:
     data = _first_keyframe(rec_dir, stream)
     if data is None:
         raise SegmentInvalid(f"the {stream.codec} stream has no key frame to start from")
-    if stream.codec == "video/vp8":
+    codec = stream.tracks[0].codec if stream.tracks else stream.codec
+    if codec == "video/vp8":
         size = vp8_dimensions(data)
         if size:
             return size
-    decoder: Any = av.CodecContext.create(stream.info.av_name, "r")
+    decoder: Any = quiet_decoder(codec)
     try:
         for packet in (av.Packet(data), None):
             for frame in decoder.decode(packet):
@@ -114,6 +137,8 @@ def video_size(rec_dir: Path, stream: StreamPlan) -> tuple[int, int]:
 
 
 def _add_stream(out: Any, rec_dir: Path, stream: StreamPlan) -> Any:
+    if stream.reencode:
+        return _add_encoder(out, rec_dir, stream)
     if stream.kind == "video":
         width, height = video_size(rec_dir, stream)
         st = out.add_mux_stream(stream.info.av_name, width=width, height=height)
@@ -127,6 +152,92 @@ def _add_stream(out: Any, rec_dir: Path, stream: StreamPlan) -> Any:
     return st
 
 
+H264_OPTIONS = {"preset": "veryfast", "crf": "23"}
+AAC_BIT_RATE = 128_000
+VIDEO_RATE_HINT = 30
+
+
+def _add_encoder(out: Any, rec_dir: Path, stream: StreamPlan) -> Any:
+    if stream.output_codec == "video/h264":
+        width, height = video_size(rec_dir, stream)
+        st = out.add_stream("libx264", rate=VIDEO_RATE_HINT, options=dict(H264_OPTIONS))
+        st.width, st.height = width - width % 2, height - height % 2
+        st.pix_fmt = "yuv420p"
+        st.codec_context.max_b_frames = 0  # decode order = presentation order
+        st.codec_context.time_base = TIME_BASE
+        st.time_base = TIME_BASE
+        return st
+    if stream.output_codec == "audio/aac":
+        st = out.add_stream("aac", rate=RATE, layout="stereo")
+        st.bit_rate = AAC_BIT_RATE
+        st.time_base = Fraction(1, RATE)
+        return st
+    raise SegmentInvalid(f"cannot encode {stream.output_codec}")
+
+
+def passed_through(rec_dir: Path, stream: StreamPlan, st: Any, index: int) -> Iterator[OutPacket]:
+    for tf in timed_frames(stream, lambda t: track_frames(rec_dir, t), index):
+        packet = av.Packet(tf.data)
+        packet.pts = packet.dts = pts = tf.pts_ms
+        packet.duration = tf.duration_ms
+        packet.time_base = TIME_BASE
+        packet.is_keyframe = tf.keyframe
+        packet.stream = st
+        yield OutPacket(pts, index, pts + tf.duration_ms, len(tf.data), packet)
+
+
+def reencoded_video(rec_dir: Path, stream: StreamPlan, st: Any, index: int) -> Iterator[OutPacket]:
+    width, height = st.width, st.height
+
+    def pictures() -> Iterator[av.VideoFrame]:
+        for pts, picture in decoded_video([stream], lambda t: track_frames(rec_dir, t)):
+            if (picture.width, picture.height, picture.format.name) != (width, height, "yuv420p"):
+                picture = picture.reformat(width, height, "yuv420p")
+            picture.pts = pts
+            picture.time_base = TIME_BASE
+            picture.pict_type = 0  # let the encoder place its key frames (AV_PICTURE_TYPE_NONE)
+            yield picture
+
+    yield from encoded(st, pictures(), index)
+
+
+def stream_span_ms(stream: StreamPlan) -> tuple[int, int]:
+    """Where the stream's first track starts and its last one ends (plus one frame)."""
+    start = min(t.start_ms for t in stream.tracks)
+    end = max(t.end_ms for t in stream.tracks) + stream.info.default_frame_ms
+    return start, end
+
+
+def reencoded_audio(
+    rec_dir: Path, stream: StreamPlan, st: Any, index: int, window: int = 960
+) -> Iterator[OutPacket]:
+    """Decoded audio placed on the timeline (silence in gaps), reframed in C to the encoder's
+    frame size. Windows follow the 20 ms packet grid, so a continuous track is never copied
+    sample by sample."""
+    start_ms, end_ms = stream_span_ms(stream)
+    pcm = AlignedPcm(decoded_audio([stream], lambda t: track_frames(rec_dir, t)))
+    size = st.codec_context.frame_size or 1024
+    tb = Fraction(1, RATE)
+
+    def frames() -> Iterator[av.AudioFrame]:
+        fifo = av.AudioFifo()
+        position, end = start_ms * SAMPLES_PER_MS, end_ms * SAMPLES_PER_MS
+        emitted = position  # the fifo's output is as continuous as its input
+        while position < end:
+            n = min(window, end - position)
+            fifo.write(pcm_frame(pcm.read(position, n), None))
+            position += n
+            while (frame := fifo.read(size)) is not None:
+                frame.pts, frame.time_base = emitted, tb
+                emitted += frame.samples
+                yield frame
+        if (rest := fifo.read(size, partial=True)) is not None:
+            rest.pts, rest.time_base = emitted, tb
+            yield rest
+
+    yield from encoded(st, frames(), index)
+
+
 def remux(
     plan: FilePlan, rec_dir: Path, out_path: Path, *, max_bytes_per_s: int = 0
 ) -> RemuxResult:
@@ -138,20 +249,19 @@ def remux(
         str(out_path), "w", format=plan.container, container_options=CONTAINER_OPTIONS
     ) as out:
         streams = [_add_stream(out, rec_dir, s) for s in plan.streams]
-        sources = [
-            timed_frames(s, lambda t: track_frames(rec_dir, t), i)
-            for i, s in enumerate(plan.streams)
-        ]
-        for tf in heapq.merge(*sources, key=lambda f: (f.pts_ms, f.stream_index)):
-            packet = av.Packet(tf.data)
-            packet.pts = tf.pts_ms
-            packet.dts = tf.pts_ms
-            packet.duration = tf.duration_ms
-            packet.time_base = TIME_BASE
-            packet.is_keyframe = tf.keyframe
-            packet.stream = streams[tf.stream_index]
-            out.mux(packet)
-            end_ms = max(end_ms, tf.pts_ms + tf.duration_ms)
+        sources: list[Iterator[OutPacket]] = []
+        for i, (s, st) in enumerate(zip(plan.streams, streams, strict=True)):
+            if not s.reencode:
+                sources.append(passed_through(rec_dir, s, st, i))
+            elif s.kind == "video":
+                sources.append(reencoded_video(rec_dir, s, st, i))
+            else:
+                sources.append(reencoded_audio(rec_dir, s, st, i))
+        for op in heapq.merge(*sources):
+            if op.end_ms > end_ms:
+                end_ms = op.end_ms
+            out.mux(op.packet)
             count += 1
-            throttle.spent(len(tf.data))
+            if throttle.rate:
+                throttle.spent(op.size)
     return RemuxResult(duration_s=end_ms / UNITS_PER_S, packets=count)

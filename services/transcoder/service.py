@@ -12,20 +12,24 @@ import asyncio
 import logging
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from shared import natsio, service
+from shared import natsio, service, signing
 from shared.backup import UnsafePath, recording_dir
+from shared.config import ConfigError
 from shared.events import AnyEvent, event_id, now
 from shared.events import captures as cap
+from shared.events import recordings as rec
 from shared.events import transcodes as tx
 from shared.natsio import ConsumerSpec, Reject, Retry
 
+from .composite import CompositePlan, plan_composite
 from .config import TranscoderConfig
 from .errors import PlanError, RecordingBusy, TranscoderError
 from .output import build_output, recording_lock
-from .plan import plan_files
+from .plan import OutputOptions, plan_files
 from .state import RecordingCapture, fold, missing_parts
 
 log = logging.getLogger(__name__)
@@ -53,10 +57,33 @@ def quarantined_id(recording_id: str) -> str:
     return event_id(recording_id, "quarantined")
 
 
+def load_signing_key(config: TranscoderConfig) -> Ed25519PrivateKey:
+    """The operator's manifest key (created on first start); one sentence if it is unusable."""
+    path = signing.key_path(config.data_dir, config.signing_key_file)
+    try:
+        return signing.load_or_create(path)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            f"The manifest signing key {path} cannot be used ({reason}); fix "
+            "RESGUARDO_SIGNING_KEY_FILE or the file's permissions."
+        ) from None
+
+
+def options_of(started: object) -> OutputOptions:
+    """What the recording's destination asked for (defaults when the start is unknown)."""
+    if isinstance(started, rec.RecordingStarted):
+        return OutputOptions(started.output_format, started.output_tracks)
+    return OutputOptions()
+
+
 class Transcoder:
-    def __init__(self, js: JetStreamContext, config: TranscoderConfig) -> None:
+    def __init__(
+        self, js: JetStreamContext, config: TranscoderConfig, signing_key: Ed25519PrivateKey
+    ) -> None:
         self.js = js
         self.config = config
+        self.signing_key = signing_key
 
     async def finished(self, recording_id: str) -> tx.TranscodeEvent | None:
         for kind in ("sealed", "quarantined"):
@@ -109,16 +136,28 @@ class Transcoder:
     ) -> None:
         rid = event.recording_id
         ids = {"recording_id": rid, "tenant_id": event.tenant_id}
+        started = await natsio.last_event(self.js, rec.STREAM, rec.STREAM.filter("started", rid))
+        options = options_of(started)
         try:
-            plans = plan_files(state)
+            plans = plan_files(state, options)
             if not plans:
                 raise PlanError("nothing was captured: no participant sent any media")
-            log.info("transcoding", extra={**ids, "files": len(plans)})
+            composite: CompositePlan | None = None
+            if self.config.transcoder_composite:
+                native = plan_files(state, OutputOptions("webm", options.tracks))
+                composite = plan_composite(native, options)
+            log.info(
+                "transcoding",
+                extra={**ids, "files": len(plans), "format": options.format},
+            )
             sealed = await asyncio.to_thread(
                 build_output,
                 rec_dir,
                 state,
                 plans,
+                signing_key=self.signing_key,
+                options=options,
+                composite=composite,
                 max_bytes_per_s=self.config.transcoder_max_write_bytes_per_s,
             )
         except TranscoderError as exc:
@@ -183,7 +222,7 @@ class Transcoder:
 
 
 async def serve(ctx: service.ServiceContext[TranscoderConfig]) -> None:
-    transcoder = Transcoder(ctx.js, ctx.config)
+    transcoder = Transcoder(ctx.js, ctx.config, load_signing_key(ctx.config))
     ctx.spawn(
         natsio.run_consumer(
             ctx.js,

@@ -19,6 +19,10 @@ class RecordingStarted(Event, frozen=True, kw_only=True, tag="recording.started"
     # seeing them stored, and the token itself never enters the log.
     whip_token_sha256: str
     label: str = ""
+    # What the destination wants from the transcoder: "webm" (as captured: VP8/Opus, H.264 in
+    # Matroska) or "mp4" (H.264/AAC); and which tracks: "av", "audio" or "video".
+    output_format: str = "webm"
+    output_tracks: str = "av"
 
 
 class RecordingStopRequested(Event, frozen=True, kw_only=True, tag="recording.stop_requested"):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import array
 import math
-from collections.abc import Iterable
+import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -34,10 +35,58 @@ AUDIO_FRAME = 960  # 20 ms at 48 kHz
 GOP = 30  # a key frame every second
 
 
+Planes = tuple[bytes, bytes, bytes]
+
+FLASH_PERIOD_S = 2.0  # the flash/beep publisher: a white frame and a beep every 2 s of wall clock
+FLASH_S = 0.1  # both last 100 ms
+BEEP_HZ = 1000
+DARK_Y, WHITE_Y = 20, 235
+
+
+def flashing(rel_s: float) -> bool:
+    """Is the publisher flashing/beeping at ``rel_s`` seconds after the recording's start?"""
+    k = math.floor(rel_s / FLASH_PERIOD_S)
+    return k >= 1 and rel_s - k * FLASH_PERIOD_S < FLASH_S
+
+
+def flash_painter(session_start_s: float) -> Callable[[int], Planes]:
+    chroma = bytes([128]) * (WIDTH * HEIGHT // 4)
+    white, dark = bytes([WHITE_Y]) * (WIDTH * HEIGHT), bytes([DARK_Y]) * (WIDTH * HEIGHT)
+
+    def paint(i: int) -> Planes:
+        return (white if flashing(session_start_s + i / FPS) else dark), chroma, chroma
+
+    return paint
+
+
+def color_painter(y: int, u: int, v: int) -> Callable[[int], Planes]:
+    planes = (
+        bytes([y]) * (WIDTH * HEIGHT),
+        bytes([u]) * (WIDTH * HEIGHT // 4),
+        bytes([v]) * (WIDTH * HEIGHT // 4),
+    )
+    return lambda i: planes
+
+
+def beep_pcm(audio_start_s: float) -> Callable[[int], bytes]:
+    """Stereo s16 for 20 ms frame ``j`` of a track whose first sample is at ``audio_start_s``."""
+
+    def pcm(j: int) -> bytes:
+        out = array.array("h")
+        t0 = audio_start_s + j * AUDIO_FRAME / AUDIO_CLOCK
+        for n in range(AUDIO_FRAME):
+            t = t0 + n / AUDIO_CLOCK
+            v = int(12000 * math.sin(2 * math.pi * BEEP_HZ * t)) if flashing(t) else 0
+            out.extend((v, v))
+        return out.tobytes()
+
+    return pcm
+
+
 class _VideoSource:
     """A continuing encoder: ``packets(n)`` gives the first n encoded frames (cached)."""
 
-    def __init__(self, codec: str) -> None:
+    def __init__(self, codec: str, painter: Callable[[int], Planes] | None = None) -> None:
         name = {"video/VP8": "libvpx", "video/H264": "libx264"}[codec]
         cc = av.CodecContext.create(name, "w")
         cc.width, cc.height, cc.pix_fmt = WIDTH, HEIGHT, "yuv420p"
@@ -59,15 +108,22 @@ class _VideoSource:
         self.cc = cc
         self.out: list[tuple[bool, bytes]] = []
         self._planes = [bytes((x + s * 7) & 255 for x in range(WIDTH)) * HEIGHT for s in range(30)]
+        self._painter = painter or self._pattern
         self._n = 0
+
+    def _pattern(self, i: int) -> Planes:
+        return (
+            self._planes[i % len(self._planes)],
+            bytes([128]) * (WIDTH * HEIGHT // 4),
+            bytes([(i * 3) & 255]) * (WIDTH * HEIGHT // 4),
+        )
 
     def packets(self, n: int) -> list[tuple[bool, bytes]]:
         while len(self.out) < n:
             i = self._n
             frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
-            frame.planes[0].update(self._planes[i % len(self._planes)])
-            frame.planes[1].update(bytes([128]) * (WIDTH * HEIGHT // 4))
-            frame.planes[2].update(bytes([(i * 3) & 255]) * (WIDTH * HEIGHT // 4))
+            for plane, data in zip(frame.planes, self._painter(i), strict=True):
+                plane.update(data)
             frame.pts = i
             self._n += 1
             for p in self.cc.encode(frame):
@@ -76,7 +132,7 @@ class _VideoSource:
 
 
 class _AudioSource:
-    def __init__(self) -> None:
+    def __init__(self, pcm_of: Callable[[int], bytes] | None = None) -> None:
         cc = av.CodecContext.create("libopus", "w")
         cc.sample_rate = AUDIO_CLOCK
         cc.layout = "stereo"
@@ -89,13 +145,14 @@ class _AudioSource:
             v = int(6000 * math.sin(2 * math.pi * 400 * n / AUDIO_CLOCK))
             pcm.extend((v, v))
         self._pcm = pcm.tobytes()
+        self._pcm_of = pcm_of or (lambda j: self._pcm)
         self.out: list[bytes] = []
         self._n = 0
 
     def packets(self, n: int) -> list[bytes]:
         while len(self.out) < n:
             frame = av.AudioFrame(format="s16", layout="stereo", samples=AUDIO_FRAME)
-            frame.planes[0].update(self._pcm)
+            frame.planes[0].update(self._pcm_of(self._n))
             frame.sample_rate = AUDIO_CLOCK
             frame.pts = self._n * AUDIO_FRAME
             self._n += 1
@@ -103,8 +160,57 @@ class _AudioSource:
         return self.out[:n]
 
 
-_video: dict[str, _VideoSource] = {}
+_video: dict[object, _VideoSource | _NoiseSource] = {}
 _audio: list[_AudioSource] = []
+
+
+class _NoiseSource:
+    """One second of noise at a high bit rate (large frames), encoded once and repeated: each
+    repetition starts with its key frame, so any number of frames is a valid stream."""
+
+    def __init__(self, codec: str) -> None:
+        rng = random.Random(5)
+        frames = [
+            (rng.randbytes(WIDTH * HEIGHT), rng.randbytes(WIDTH * HEIGHT // 4)) for _ in range(4)
+        ]
+        src = _VideoSource(codec, lambda i: (frames[i % 4][0], frames[i % 4][1], frames[i % 4][1]))
+        src.cc.bit_rate = 30_000_000
+        self.gop = src.packets(GOP)
+
+    def packets(self, n: int) -> list[tuple[bool, bytes]]:
+        return [self.gop[i % GOP] for i in range(n)]
+
+
+def _video_for(spec: ParticipantSpec, session: SessionSpec) -> _VideoSource | _NoiseSource:
+    assert spec.video is not None
+    if spec.content == "pattern":
+        return _video.setdefault(spec.video, _VideoSource(spec.video))
+    if spec.content == "noise":
+        key = (spec.video, "noise")
+        if key not in _video:
+            _video[key] = _NoiseSource(spec.video)
+        return _video[key]
+    if spec.content == "flash":
+        return _VideoSource(spec.video, flash_painter(session.start_s))
+    assert isinstance(spec.content, tuple)
+    key = (spec.video, spec.content)
+    return _video.setdefault(key, _VideoSource(spec.video, color_painter(*spec.content)))
+
+
+def _audio_for(spec: ParticipantSpec, session: SessionSpec, lag_s: float) -> _AudioSource:
+    if spec.content == "flash":
+        return _AudioSource(beep_pcm(session.start_s + lag_s))
+    if not _audio:
+        _audio.append(_AudioSource())
+    return _audio[0]
+
+
+def _jump(spec: ParticipantSpec, kind: str, rel_s: float) -> int:
+    return sum(ticks for k, at, ticks in spec.rtp_jumps if k == kind and rel_s >= at)
+
+
+def _lost(spec: ParticipantSpec, kind: str, rel_s: float) -> bool:
+    return any(k == kind and a <= rel_s < b for k, a, b in spec.lost)
 
 
 def video_packets(n: int, codec: str = "video/VP8") -> list[tuple[bool, bytes]]:
@@ -135,6 +241,22 @@ class ParticipantSpec:
     video: str | None = "video/VP8"
     audio: str | None = "audio/opus"
     display_name: str = ""
+    # What the camera and microphone capture: "pattern" (a moving gradient and a 400 Hz tone),
+    # "flash" (dark, with a white frame and a 1 kHz beep at every FLASH_PERIOD_S of wall clock),
+    # "noise" (large frames: a repeated second of noise at 30 Mb/s, with the tone),
+    # or a solid colour given as (Y, U, V) with the tone.
+    content: str | tuple[int, int, int] = "pattern"
+    audio_offset_s: float | None = None  # audio's first frame after the session start (lag)
+    # Network + jitter buffer: how long after capture each frame reaches the proxy's clock.
+    video_delay_ms: float = 0.0
+    audio_delay_ms: float = 0.0
+    first_keyframe_extra_ms: float = 0.0  # a large first key frame arrives later still
+    # Frames never received: (kind, from_s, to_s) in seconds from the recording's start.
+    lost: tuple[tuple[str, float, float], ...] = ()
+    # Video segments (by seq) whose opening key frame was lost: they start with delta frames.
+    lost_segment_keyframes: tuple[int, ...] = ()
+    # The sender's RTP clock jumps: (kind, at_s, ticks) from the recording's start on.
+    rtp_jumps: tuple[tuple[str, float, int], ...] = ()
 
 
 @dataclass
@@ -179,6 +301,12 @@ class Capture:
         end = max(t.end_wallclock_ns for t in tracks)
         return (end - start) / 1e9
 
+    def call_span_s(self) -> float:
+        """Wall-clock time from the call's first captured frame to the end of its last."""
+        start = min(t.first_wallclock_ns for t in self.tracks)
+        end = max(t.end_wallclock_ns for t in self.tracks)
+        return (end - start) / 1e9
+
     def segment_path(self, seg: cap.SegmentWritten) -> Path:
         return self.rec_dir / seg.path
 
@@ -194,6 +322,7 @@ def _write_track(
     frames: list[Frame],
     clock_rate: int,
     segment_s: float,
+    lost_segment_keyframes: tuple[int, ...] = (),
 ) -> tuple[CapturedTrack, list[Event]]:
     track_id = f"{pid}-{session_id}-{kind}"
     channels = 2 if kind == "audio" else 0
@@ -262,6 +391,8 @@ def _write_track(
             finish(writer, seq)
             seq += 1
             writer = None
+            if seq in lost_segment_keyframes:
+                continue  # the key frame that opened this segment never arrived
         if writer is None:
             header = SegmentHeader(
                 recording_id=rid,
@@ -328,34 +459,45 @@ def make_capture(
             )
             if spec.video:
                 count = round(session.duration_s * FPS)
-                packets = video_packets(count, spec.video)
+                packets = _video_for(spec, session).packets(count)
+                delay = int(spec.video_delay_ms * 1e6)
                 frames = [
                     Frame(
-                        rtp_ts=i * (VIDEO_CLOCK // FPS),
+                        rtp_ts=i * (VIDEO_CLOCK // FPS)
+                        + _jump(spec, "video", session.start_s + i / FPS),
                         # a little arrival jitter, as on a real network
-                        wallclock_ns=t_start + i * 1_000_000_000 // FPS + (i % 3) * 1_000_000,
+                        wallclock_ns=t_start
+                        + i * 1_000_000_000 // FPS
+                        + (i % 3) * 1_000_000
+                        + delay
+                        + (int(spec.first_keyframe_extra_ms * 1e6) if i == 0 else 0),
                         keyframe=key,
                         data=data,
                     )
                     for i, (key, data) in enumerate(packets)
+                    if not _lost(spec, "video", session.start_s + i / FPS)
                 ]
                 track, evs = _write_track(
                     rec_dir, rid, tenant, spec.participant_id, session_id, "video",
-                    spec.video, frames, VIDEO_CLOCK, segment_s,
+                    spec.video, frames, VIDEO_CLOCK, segment_s, spec.lost_segment_keyframes,
                 )  # fmt: skip
                 tracks.append(track)
                 events.extend(evs)
             if spec.audio:
                 count = round(session.duration_s * 50)
-                a_start = t_start + int(audio_lag_s * 1e9)
+                lag = audio_lag_s if spec.audio_offset_s is None else spec.audio_offset_s
+                a_start = t_start + int(lag * 1e9)
+                delay = int(spec.audio_delay_ms * 1e6)
                 frames = [
                     Frame(
-                        rtp_ts=i * AUDIO_FRAME,
-                        wallclock_ns=a_start + i * 20_000_000 + (i % 2) * 500_000,
+                        rtp_ts=i * AUDIO_FRAME
+                        + _jump(spec, "audio", session.start_s + lag + i * 0.02),
+                        wallclock_ns=a_start + i * 20_000_000 + (i % 2) * 500_000 + delay,
                         keyframe=True,
                         data=data,
                     )
-                    for i, data in enumerate(audio_packets(count))
+                    for i, data in enumerate(_audio_for(spec, session, lag).packets(count))
+                    if not _lost(spec, "audio", session.start_s + lag + i * 0.02)
                 ]
                 track, evs = _write_track(
                     rec_dir, rid, tenant, spec.participant_id, session_id, "audio",

@@ -3,6 +3,7 @@ decode errors, and whether timestamps strictly increase per stream."""
 
 from __future__ import annotations
 
+import array
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,3 +77,62 @@ def _probe(path: Path) -> Probe:
     errors.extend(f"libav: {msg}" for level, _, msg in logs if level <= av.logging.ERROR)
     result.errors = errors
     return result
+
+
+# -- what a viewer sees and hears: flashes and beeps -------------------------------------------
+
+BRIGHT = 128  # mean luma above this is a flash (the publisher's dark frames are ~20)
+LOUD = 3000  # s16 amplitude above this is a beep (silence decodes to a few units)
+QUIET_S = 0.3  # a beep's onset follows at least this much quiet
+
+
+def _mean_luma(frame: av.VideoFrame) -> float:
+    plane = frame.planes[0]
+    data = bytes(plane)
+    rows = range(0, frame.height, 8)
+    total = count = 0
+    for y in rows:
+        row = data[y * plane.line_size : y * plane.line_size + frame.width : 8]
+        total += sum(row)
+        count += len(row)
+    return total / max(count, 1)
+
+
+def flash_times(path: Path) -> list[float]:
+    """Presentation times (s) of every frame where the picture turns bright."""
+    out: list[float] = []
+    bright = False
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            now = _mean_luma(frame) > BRIGHT
+            if now and not bright and frame.pts is not None:
+                out.append(float(frame.pts * frame.time_base))
+            bright = now
+    return out
+
+
+def beep_onsets(path: Path) -> list[float]:
+    """Times (s) where sound starts after at least ``QUIET_S`` of quiet, to the millisecond."""
+    out: list[float] = []
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=48_000)
+    quiet_since: float | None = 0.0
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            start = float(frame.pts * frame.time_base)
+            for mono in resampler.resample(frame):
+                samples = array.array("h", bytes(mono.planes[0])[: mono.samples * 2])
+                for i in range(0, len(samples), 48):
+                    t = start + i / 48_000
+                    window = samples[i : i + 48]
+                    loud = max(window) > LOUD or -min(window) > LOUD
+                    if loud:
+                        if quiet_since is not None and t - quiet_since >= QUIET_S:
+                            out.append(t)
+                        quiet_since = None
+                    elif quiet_since is None:
+                        quiet_since = t
+                start += mono.samples / 48_000
+    return out

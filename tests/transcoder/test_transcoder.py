@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 from msgspec.structs import replace
 from nats.js import JetStreamContext
 
-from shared import natsio
+from shared import natsio, signing
 from shared.events import captures as cap
+from shared.events import event_id, now
+from shared.events import recordings as rec
 from shared.events import transcodes as tx
 from shared.integrity import digest_file
 
@@ -30,16 +33,40 @@ async def transcode_events(js: JetStreamContext, rid: str, kind: str = ">") -> l
     return [e for _, e in await natsio.read_subject(js, tx.STREAM, tx.STREAM.filter(kind, rid))]
 
 
-def check_output(capture: Capture, sealed: tx.RecordingSealed, *, tolerance: float) -> Path:
+def check_output(
+    capture: Capture, sealed: tx.RecordingSealed, *, tolerance: float, data_dir: Path
+) -> Path:
     """Every property a recipient relies on; returns the output folder."""
     out = capture.backup_root / sealed.output_dir
     assert out == capture.rec_dir / "output"
-    media = [f for f in sealed.files if f.role == "media"]
+    everything = [f for f in sealed.files if f.role == "media"]
+    (composite,) = [f for f in everything if not f.participant_id]
+    media = [f for f in everything if f.participant_id]
+    assert composite.name == "composite.webm" and composite.content_type == "video/webm"
     pids = sorted(p.participant_id for p in capture.participants)
     assert sorted(f.participant_id for f in media) == pids
     assert sorted(f.name for f in media) == [f"{pid}.webm" for pid in pids]
-    assert {f.name for f in sealed.files if f.role != "media"} == {"SHA256SUMS", "manifest.json"}
+    assert {(f.name, f.role) for f in sealed.files if f.role != "media"} == {
+        ("SHA256SUMS", "checksums"),
+        ("manifest.json", "manifest"),
+        ("manifest.json.sig", "signature"),
+    }
     assert sorted(p.name for p in out.iterdir()) == sorted(f.name for f in sealed.files)
+    # The manifest is signed with the operator's key, and `resguardo verify` accepts the folder.
+    key = signing.load_or_create(signing.key_path(data_dir))
+    manifest_raw = (out / "manifest.json").read_bytes()
+    assert signing.verify(
+        signing.public_pem(key), manifest_raw, (out / "manifest.json.sig").read_text()
+    )
+    pem = data_dir / "signing.pub.pem"
+    pem.write_text(signing.public_pem(key))
+    verified = subprocess.run(
+        [sys.executable, "-m", "resguardo", "verify", str(out), "--public-key", str(pem)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
     # Sizes and hashes in the event are those of the files on disk.
     for f in sealed.files:
         d = digest_file(out / f.name)
@@ -50,8 +77,13 @@ def check_output(capture: Capture, sealed: tx.RecordingSealed, *, tolerance: flo
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert sorted(line.split(": ")[0] for line in check.stdout.splitlines()) == sorted(
-        f.name for f in media
+        f.name for f in everything
     )
+    # The composite decodes and lasts as long as the call.
+    cp = probe(out / composite.name)
+    call = capture.call_span_s()
+    assert cp.errors == [] and dict(cp.streams) == {"video": "vp8", "audio": "opus"}
+    assert abs(cp.duration_s - call) <= 0.02 * call, (cp.duration_s, call)
     # Each file decodes without a single error, has audio and video, and lasts as captured.
     for f in media:
         p = probe(out / f.name)
@@ -65,7 +97,8 @@ def check_output(capture: Capture, sealed: tx.RecordingSealed, *, tolerance: flo
         assert abs(f.duration_s - span) <= tolerance * span, (f.name, f.duration_s, span)
         assert f.content_type == "video/webm"
     # The manifest describes the recording and each file.
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads(manifest_raw)
+    assert manifest["signing_key_id"] == signing.key_id(key.public_key())
     assert manifest["recording_id"] == capture.recording_id
     assert manifest["tenant_id"] == capture.tenant_id
     assert [p["participant_id"] for p in manifest["participants"]] == pids
@@ -76,7 +109,10 @@ def check_output(capture: Capture, sealed: tx.RecordingSealed, *, tolerance: flo
         spec = next(s for s in capture.participants if s.participant_id == p["participant_id"])
         assert len(p["sessions"]) == len(spec.sessions)
     by_name = {f["name"]: f for f in manifest["files"]}
-    assert set(by_name) == {f.name for f in media}
+    assert set(by_name) == {f.name for f in everything}
+    assert sorted(s["sha256"] for s in by_name[composite.name]["source_segments"]) == sorted(
+        s.sha256 for s in capture.segments
+    )
     for f in media:
         entry = by_name[f.name]
         assert (entry["size"], entry["sha256"], entry["crc32"]) == (f.size, f.sha256, f.crc32)
@@ -104,7 +140,7 @@ async def test_two_participants_are_sealed_into_verified_files(
     sealed = await wait_event(js, "sealed", capture.recording_id, explain=transcoders.log_tail)
     assert isinstance(sealed, tx.RecordingSealed)
     assert sealed.output_dir == f"{capture.tenant_id}/{capture.recording_id}/output"
-    check_output(capture, sealed, tolerance=0.10)
+    check_output(capture, sealed, tolerance=0.10, data_dir=transcoders.data_dir)
     # The capture is kept (the uploader purges the backup), and no staging folder is left.
     assert all(capture.segment_path(s).is_file() for s in capture.segments)
     assert not list(capture.rec_dir.glob("output.tmp-*"))
@@ -157,7 +193,7 @@ async def test_late_segment_event_is_waited_for(
     assert await transcode_events(js, capture.recording_id) == []
     await natsio.publish(js, late)
     sealed = await wait_event(js, "sealed", capture.recording_id, explain=transcoders.log_tail)
-    check_output(capture, sealed, tolerance=0.10)
+    check_output(capture, sealed, tolerance=0.10, data_dir=transcoders.data_dir)
 
 
 async def test_segment_event_that_never_comes_quarantines(
@@ -184,7 +220,7 @@ async def test_reconnect_keeps_the_gap_and_timestamps_increase(
     transcoders.start()
     await publish_capture(js, capture)
     sealed = await wait_event(js, "sealed", capture.recording_id, explain=transcoders.log_tail)
-    out = check_output(capture, sealed, tolerance=0.02)
+    out = check_output(capture, sealed, tolerance=0.02, data_dir=transcoders.data_dir)
     p = probe(out / "bob.webm")
     span = capture.span_s("bob")
     assert 12.9 < span < 13.2  # 0-5 s, gap, 8-13 s of wall clock
@@ -226,7 +262,7 @@ async def test_killed_mid_file_restarts_and_seals_exactly_once(
 
     transcoders.start(ack_wait_s=3)
     sealed = await wait_event(js, "sealed", capture.recording_id, explain=transcoders.log_tail)
-    check_output(capture, sealed, tolerance=0.10)
+    check_output(capture, sealed, tolerance=0.10, data_dir=transcoders.data_dir)
     assert not staging_file.parent.exists()
     await asyncio.sleep(4)  # longer than ack_wait: any redelivery would have been handled
     events = await transcode_events(js, capture.recording_id)
@@ -254,7 +290,7 @@ async def test_remux_longer_than_ack_wait_runs_once_across_two_instances(
     transcoders.start(**slow)
     await publish_capture(js, capture)
     sealed = await wait_event(js, "sealed", capture.recording_id, explain=transcoders.log_tail)
-    check_output(capture, sealed, tolerance=0.10)
+    check_output(capture, sealed, tolerance=0.10, data_dir=transcoders.data_dir)
     await asyncio.sleep(2.0)
     # Progress signals kept the message with the first instance: the other never started it.
     assert _log_count(transcoders, capture.recording_id, "transcoding") == 1, transcoders.log_tail()
@@ -274,3 +310,30 @@ async def test_recording_without_media_is_quarantined(
     event = await wait_event(js, "quarantined", capture.recording_id, explain=transcoders.log_tail)
     assert "nothing was captured" in event.reason
     assert not (capture.rec_dir / "output").exists()
+
+
+async def test_destination_asking_for_mp4_gets_mp4(
+    js: JetStreamContext, transcoders: Transcoders, backup_root: Path
+) -> None:
+    capture = make_capture(backup_root, [ParticipantSpec("alice", sessions=(SessionSpec(0, 3),))])
+    started = rec.RecordingStarted(
+        event_id=event_id(capture.recording_id, "started"),
+        recording_id=capture.recording_id,
+        tenant_id=capture.tenant_id,
+        occurred_at=now(),
+        destination_id="dst_0123456789abcdef",
+        destination_name="archive",
+        whip_token_sha256="0" * 64,
+        output_format="mp4",
+        output_tracks="av",
+    )
+    transcoders.start()
+    await natsio.publish(js, started)
+    await publish_capture(js, capture)
+    sealed = await wait_event(js, "sealed", capture.recording_id, explain=transcoders.log_tail)
+    media = sorted((f.name, f.content_type) for f in sealed.files if f.role == "media")
+    assert media == [("alice.mp4", "video/mp4"), ("composite.mp4", "video/mp4")]
+    out = capture.backup_root / sealed.output_dir
+    for name, _ in media:
+        p = probe(out / name)
+        assert p.errors == [] and dict(p.streams) == {"video": "h264", "audio": "aac"}

@@ -1,0 +1,285 @@
+"""Decoding and encoding, frame by frame: what the re-encoded outputs (mp4, the composite) are
+made of. Nothing here holds more than a few frames: every function is a generator or a small
+buffer that forgets what it has handed on.
+
+Audio is carried as planar float stereo PCM at 48 kHz (what the Opus decoder gives and the AAC
+encoder takes) and placed on a sample timeline by
+``AlignedPcm``, which fills gaps with silence and trims overlaps, so an encoder always gets a
+continuous signal whose every sample sits where the wall clock says it belongs.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, NamedTuple
+
+import av
+
+from shared.capture_format import Frame
+
+from .plan import UNITS_PER_S, StreamPlan, TrackPlan, timed_frames
+
+RATE = 48_000
+SAMPLES_PER_MS = RATE // UNITS_PER_S
+BYTES_PER_SAMPLE = 4  # 32-bit float, per channel (planar)
+# Audio arriving within this many samples of where the previous chunk ended is played on from
+# there (RTP rounding and jitter); further away, the gap is silence or the overlap is cut.
+CONTINUITY_SAMPLES = 40 * SAMPLES_PER_MS
+MS = Fraction(1, UNITS_PER_S)
+
+DECODERS = {"video/vp8": "vp8", "video/h264": "h264", "audio/opus": "opus"}
+
+FramesOf = Callable[[TrackPlan], Iterable[Frame | None]]
+
+
+def quiet_decoder(codec: str, channels: int = 0) -> Any:
+    cc: Any = av.CodecContext.create(DECODERS[codec], "r")
+    if codec.startswith("video/"):
+        cc.thread_type = "AUTO"  # frame threads: pictures come out a few packets later
+    if codec == "audio/opus":
+        cc.sample_rate = RATE
+        cc.layout = "mono" if channels == 1 else "stereo"
+    return cc
+
+
+def decoded_video(
+    streams: Iterable[StreamPlan], frames_of: FramesOf, offset_ms: int = 0
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """(timeline ms, picture) for every decodable frame of the video ``streams``, in time order.
+
+    A frame the decoder refuses is dropped with everything after it until the next key frame:
+    nothing undecodable reaches an output.
+    """
+    sources = [_decode_video_stream(s, frames_of, offset_ms) for s in streams]
+    yield from heapq.merge(*sources, key=lambda item: item[0])
+
+
+def _decode_video_stream(
+    stream: StreamPlan, frames_of: FramesOf, offset_ms: int
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    decoder: Any = None
+    track = -1
+    need_key = True
+    for tf in timed_frames(stream, frames_of):
+        if tf.track_index != track:
+            if decoder is not None:
+                yield from _drain_video(decoder, None, offset_ms)
+            track = tf.track_index
+            decoder = quiet_decoder(stream.tracks[track].codec)
+            need_key = True
+        if need_key and not tf.keyframe:
+            continue
+        packet = av.Packet(tf.data)
+        packet.pts = packet.dts = tf.pts_ms
+        packet.time_base = MS
+        try:
+            pictures = decoder.decode(packet)
+        except av.FFmpegError:
+            need_key = True
+            continue
+        need_key = False
+        for picture in pictures:
+            yield _at(picture, offset_ms)
+    if decoder is not None:
+        yield from _drain_video(decoder, None, offset_ms)
+
+
+def _drain_video(decoder: Any, packet: Any, offset_ms: int) -> Iterator[tuple[int, av.VideoFrame]]:
+    try:
+        pictures = decoder.decode(packet)
+    except av.FFmpegError:
+        return
+    for picture in pictures:
+        yield _at(picture, offset_ms)
+
+
+def _at(picture: av.VideoFrame, offset_ms: int) -> tuple[int, av.VideoFrame]:
+    pts = picture.pts if picture.pts is not None else 0
+    return offset_ms + int(pts), picture
+
+
+Pcm = tuple[bytes, bytes]  # planar 32-bit float, left and right
+
+
+def decoded_audio(
+    streams: Iterable[StreamPlan], frames_of: FramesOf, offset_ms: int = 0
+) -> Iterator[tuple[int, Pcm]]:
+    """(timeline sample, stereo planar float PCM) for every decodable audio packet, in order."""
+    sources = [_decode_audio_stream(s, frames_of, offset_ms) for s in streams]
+    yield from heapq.merge(*sources, key=lambda item: item[0])
+
+
+def _planes(frame: av.AudioFrame) -> Pcm:
+    n = frame.samples * BYTES_PER_SAMPLE
+    return bytes(memoryview(frame.planes[0])[:n]), bytes(memoryview(frame.planes[1])[:n])
+
+
+def _decode_audio_stream(
+    stream: StreamPlan, frames_of: FramesOf, offset_ms: int
+) -> Iterator[tuple[int, Pcm]]:
+    decoder: Any = None
+    track = -1
+    resampler: Any = None  # only for what is not already stereo planar float
+    for tf in timed_frames(stream, frames_of):
+        if tf.track_index != track:
+            track = tf.track_index
+            decoder = quiet_decoder(stream.tracks[track].codec, stream.tracks[track].channels)
+        try:
+            frames = decoder.decode(av.Packet(tf.data))
+        except av.FFmpegError:
+            continue  # an Opus packet stands alone: only it is lost
+        position = (offset_ms + tf.pts_ms) * SAMPLES_PER_MS
+        for frame in frames:
+            if frame.format.name == "fltp" and frame.layout.nb_channels == 2:
+                converted = [frame]
+            else:
+                if resampler is None:
+                    resampler = av.AudioResampler(format="fltp", layout="stereo", rate=RATE)
+                frame.pts = None
+                converted = resampler.resample(frame)
+            for out in converted:
+                yield position, _planes(out)
+                position += out.samples
+
+
+@dataclass
+class _Piece:
+    start: int  # sample position
+    left: bytes
+    right: bytes
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.left) // BYTES_PER_SAMPLE
+
+
+class AlignedPcm:
+    """A source of (sample position, PCM) chunks read back as fixed windows of the timeline, with
+    silence where nothing was captured. Windows must be read in increasing order."""
+
+    def __init__(self, chunks: Iterator[tuple[int, Pcm]]) -> None:
+        self._chunks = chunks
+        self._pieces: deque[_Piece] = deque()
+        self._cursor: int | None = None  # where the last placed chunk ended
+        self._done = False
+
+    def _pull(self) -> None:
+        try:
+            position, (left, right) = next(self._chunks)
+        except StopIteration:
+            self._done = True
+            return
+        if self._cursor is not None:
+            if abs(position - self._cursor) <= CONTINUITY_SAMPLES:
+                position = self._cursor
+            elif position < self._cursor:
+                cut = (self._cursor - position) * BYTES_PER_SAMPLE
+                left, right, position = left[cut:], right[cut:], self._cursor
+        if left:
+            self._pieces.append(_Piece(position, left, right))
+            self._cursor = position + len(left) // BYTES_PER_SAMPLE
+
+    def read(self, start: int, samples: int) -> Pcm:
+        end = start + samples
+        while not self._done and (self._cursor is None or self._cursor < end):
+            self._pull()
+        while self._pieces and self._pieces[0].end <= start:
+            self._pieces.popleft()
+        first = self._pieces[0] if self._pieces else None
+        if first is not None and first.start == start and first.end == end:
+            return first.left, first.right  # the common case: one packet, one window
+        left = bytearray(samples * BYTES_PER_SAMPLE)
+        right = bytearray(samples * BYTES_PER_SAMPLE)
+        for piece in self._pieces:
+            if piece.start >= end:
+                break
+            lo, hi = max(piece.start, start), min(piece.end, end)
+            if lo < hi:
+                src = (lo - piece.start) * BYTES_PER_SAMPLE
+                dst = (lo - start) * BYTES_PER_SAMPLE
+                n = (hi - lo) * BYTES_PER_SAMPLE
+                left[dst : dst + n] = piece.left[src : src + n]
+                right[dst : dst + n] = piece.right[src : src + n]
+        return bytes(left), bytes(right)
+
+
+RATE_TB = Fraction(1, RATE)
+
+
+def pcm_frame(pcm: Pcm, pts: int | None) -> av.AudioFrame:
+    left, right = pcm
+    frame = av.AudioFrame(format="fltp", layout="stereo", samples=len(left) // BYTES_PER_SAMPLE)
+    frame.planes[0].update(left)
+    frame.planes[1].update(right)
+    frame.sample_rate = RATE
+    frame.time_base = RATE_TB
+    frame.pts = pts
+    return frame
+
+
+class Mixer:
+    """Sums several PCM windows of the same length into one float frame (FFmpeg's amix, not
+    normalised: two voices keep their own loudness)."""
+
+    def __init__(self, inputs: int) -> None:
+        self.inputs = inputs
+        self._graph: Any = None
+        if inputs > 1:
+            graph: Any = av.filter.Graph()
+            sources = [
+                graph.add_abuffer(
+                    format="fltp", sample_rate=RATE, layout="stereo", time_base=RATE_TB
+                )
+                for _ in range(inputs)
+            ]
+            mix = graph.add("amix", f"inputs={inputs}:normalize=0:dropout_transition=0")
+            sink = graph.add("abuffersink")
+            for i, src in enumerate(sources):
+                src.link_to(mix, 0, i)
+            mix.link_to(sink)
+            graph.configure()
+            self._graph, self._sources, self._sink = graph, sources, sink
+
+    def mix(self, windows: list[Pcm], pts: int) -> list[av.AudioFrame]:
+        if self._graph is None:
+            return [pcm_frame(windows[0], pts)]
+        for src, data in zip(self._sources, windows, strict=True):
+            src.push(pcm_frame(data, pts))
+        out = []
+        while True:
+            try:
+                out.append(self._sink.pull())
+            except (av.BlockingIOError, av.EOFError):
+                return out
+
+
+class OutPacket(NamedTuple):
+    """A packet on its way to the muxer. A plain tuple, compared field by field by
+    ``heapq.merge``: decode time, then stream (two streams never tie on both)."""
+
+    dts_ms: int
+    stream_index: int
+    end_ms: int  # where the packet's presentation ends
+    size: int
+    packet: Any
+
+
+def encoded(stream: Any, frames: Iterable[Any], index: int) -> Iterator[OutPacket]:
+    """Encode ``frames`` with the output ``stream``'s encoder, then flush it."""
+    for frame in frames:
+        for packet in stream.encode(frame):
+            yield _out(packet, index)
+    for packet in stream.encode(None):
+        yield _out(packet, index)
+
+
+def _out(packet: Any, index: int) -> OutPacket:
+    tb = float(packet.time_base or MS) * UNITS_PER_S
+    pts = packet.pts or 0
+    dts = packet.dts if packet.dts is not None else pts
+    end = int((pts + (packet.duration or 0)) * tb)
+    return OutPacket(int(dts * tb), index, end, packet.size, packet)
