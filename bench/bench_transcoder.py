@@ -9,7 +9,7 @@
 - memory: peak RSS of sealing a 60 s capture against a 10 s one (flat in recording length).
 
 Wall time and CPU time (user+sys; ffmpeg's from RUSAGE_CHILDREN) are medians over interleaved
-rounds after a warm-up. ffmpeg is installed by scripts/test-deps.d/ffmpeg.sh if missing.
+rounds after a warm-up. ffmpeg is installed by scripts/bench-deps/ffmpeg.sh if missing.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ ROUNDS = 5
 def ensure_ffmpeg() -> str:
     found = shutil.which("ffmpeg")
     if found is None:
-        subprocess.run(["bash", str(ROOT / "scripts/test-deps.d/ffmpeg.sh")], check=True)
+        subprocess.run(["bash", str(ROOT / "scripts/bench-deps/ffmpeg.sh")], check=True)
         found = shutil.which("ffmpeg")
     if found is None:
-        raise RuntimeError("ffmpeg is not installed and scripts/test-deps.d/ffmpeg.sh failed")
+        raise RuntimeError("ffmpeg is not installed and scripts/bench-deps/ffmpeg.sh failed")
     return found
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The transcoder's benchmark compares against Debian's ffmpeg command line (issue 5).
+# Only for `make bench` (not the tests): the transcoder benchmark compares against Debian's ffmpeg command line (issue 5).
 # Idempotent: does nothing when ffmpeg is already on PATH. Needs root for apt-get.
 set -euo pipefail
 if command -v ffmpeg >/dev/null 2>&1; then
