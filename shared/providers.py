@@ -28,7 +28,8 @@ COMMON_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec(
         "verify",
         choices=("checksum", "readback"),
-        doc="checksum: the provider validates (default); readback: download and re-hash.",
+        doc="checksum: the provider validates and reports a checksum that is checked (default; "
+        "on FTP the server's HASH command, else readback); readback: download and re-hash.",
     ),
     FieldSpec(
         "persist_backup",
@@ -49,6 +50,43 @@ PROVIDERS: dict[str, tuple[FieldSpec, ...]] = {
         FieldSpec("access_key_id", secret=True, required=True, doc="Access key id."),
         FieldSpec("secret_access_key", secret=True, required=True, doc="Secret access key."),
         FieldSpec("session_token", secret=True, doc="Session token for temporary credentials."),
+    ),
+    "gcs": (
+        FieldSpec("bucket", required=True, doc="Bucket name."),
+        FieldSpec(
+            "service_account_json",
+            secret=True,
+            doc="The service account's JSON key (its whole text). Required unless `endpoint` "
+            "points at an emulator that needs no credentials.",
+        ),
+        FieldSpec(
+            "endpoint",
+            doc="API root for emulators, e.g. http://127.0.0.1:9023 (default: Google's).",
+        ),
+    ),
+    "azure": (
+        FieldSpec("container", required=True, doc="Blob container name."),
+        FieldSpec(
+            "connection_string",
+            secret=True,
+            doc="Storage account connection string (alternative to account_url + a key or SAS).",
+        ),
+        FieldSpec("account_url", doc="Blob endpoint, e.g. https://ACCOUNT.blob.core.windows.net."),
+        FieldSpec("account_key", secret=True, doc="Storage account key (with account_url)."),
+        FieldSpec("sas_token", secret=True, doc="SAS token (with account_url)."),
+    ),
+    "ftp": (
+        FieldSpec("host", required=True, doc="FTP server host name or address."),
+        FieldSpec("port", type="int", doc="Port (default 21, or 990 for implicit TLS)."),
+        FieldSpec("username", doc="User name (default anonymous)."),
+        FieldSpec("password", secret=True, doc="Password."),
+        FieldSpec("directory", doc="Remote folder everything is written under (default: login's)."),
+        FieldSpec(
+            "tls",
+            choices=("none", "explicit", "implicit"),
+            doc="none: plain FTP; explicit: AUTH TLS upgrade (FTPS, default); "
+            "implicit: TLS from the first byte.",
+        ),
     ),
     "file": (
         FieldSpec(

@@ -1,48 +1,79 @@
 """The storage adapter interface, and building one from a grant.
 
-Each provider lives in its own module (``s3.py``, ``file.py``) and maps its SDK's errors onto
-``errors.TransientUploadError`` / ``errors.PermanentUploadError``.
+Each provider lives in its own module (``s3.py``, ``gcs.py``, ``azure.py``, ``ftp.py``,
+``file.py``) and maps its SDK's errors onto ``errors.TransientUploadError`` /
+``errors.PermanentUploadError``; each quirk of a provider stays in its module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from shared.events.transcodes import SealedFile
 from shared.events.uploads import RemoteFile
 from shared.vault_rpc import Grant
 
 from .errors import LocalIntegrityError, PermanentUploadError, TransientUploadError
+from .resume import ResumeSlot
+
+T = TypeVar("T")
+VERIFY_MODES = ("checksum", "readback")
 
 
 class Backend(Protocol):
-    async def upload(self, local: Path, key: str, sealed: SealedFile) -> RemoteFile:
+    async def upload(
+        self, local: Path, key: str, sealed: SealedFile, slot: ResumeSlot
+    ) -> RemoteFile:
         """Send ``local`` to ``key``, confirm it arrived intact, and describe the remote copy.
 
         Must read ``local`` in one streaming pass with bounded memory, and raise
         ``LocalIntegrityError`` (nothing left behind as good) if its SHA-256 or size differs from
-        ``sealed``."""
+        ``sealed``. What an interrupted upload needs to go on later is kept in ``slot`` (and
+        cleared once the file is confirmed)."""
         ...
 
     async def close(self) -> None: ...
 
 
-def build(grant: Grant, *, part_size: int) -> Backend:
+def build(grant: Grant, *, part_size: int, part_concurrency: int = 1) -> Backend:
+    config, secret = grant.config, grant.secret
     if grant.provider == "s3":
         from .s3 import S3Backend
 
-        return S3Backend(grant.config, grant.secret, part_size=part_size)
+        return S3Backend(config, secret, part_size=part_size, part_concurrency=part_concurrency)
+    if grant.provider == "gcs":
+        from .gcs import GCSBackend
+
+        return GCSBackend(config, secret, part_size=part_size)
+    if grant.provider == "azure":
+        from .azure import AzureBackend
+
+        return AzureBackend(config, secret, part_size=part_size)
+    if grant.provider == "ftp":
+        from .ftp import FTPBackend
+
+        return FTPBackend(config, secret)
     if grant.provider == "file":
         from .file import FileBackend
 
-        return FileBackend(grant.config)
+        return FileBackend(config)
     raise PermanentUploadError(
         f"provider {grant.provider!r} is not supported by this uploader; upgrade it"
     )
+
+
+def verify_mode(config: dict[str, Any]) -> str | None:
+    """The destination's ``verify`` (None when unset: the adapter's default)."""
+    mode = config.get("verify") or None
+    if mode is not None and mode not in VERIFY_MODES:
+        raise PermanentUploadError(
+            "the destination's verify must be checksum or readback; fix the destination"
+        )
+    return None if mode is None else str(mode)
 
 
 def check_local(local: Path, sealed: SealedFile) -> None:
@@ -83,6 +114,12 @@ class LocalReader:
         self.size = 0
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        async for data, _ in self.chunks_with(_nothing):
+            yield data
+
+    async def chunks_with(self, fn: Callable[[bytes], T]) -> AsyncIterator[tuple[bytes, T]]:
+        """Chunks with ``fn(chunk)`` (a provider's checksum), computed in the same worker-thread
+        call that reads and hashes the chunk: the event loop never touches the bytes' math."""
         try:
             fh = await asyncio.to_thread(self.local.open, "rb")
         except FileNotFoundError:
@@ -91,20 +128,24 @@ class LocalReader:
             ) from None
         try:
             while True:
-                data = await asyncio.to_thread(self._read, fh)
+                data, extra = await asyncio.to_thread(self._read, fh, fn)
                 if not data:
                     return
-                yield data
+                yield data, extra
         finally:
             fh.close()
 
-    def _read(self, fh: Any) -> bytes:
+    def _read(self, fh: Any, fn: Callable[[bytes], T]) -> tuple[bytes, T]:
         data: bytes = fh.read(self.chunk)
         self.sha.update(data)
         self.size += len(data)
-        return data
+        return data, fn(data)
 
     def verify(self) -> None:
         """After the last chunk: the bytes read are exactly the sealed ones."""
         if self.size != self.sealed.size or self.sha.hexdigest() != self.sealed.sha256:
             raise mismatch(self.sealed, self.size)
+
+
+def _nothing(_data: bytes) -> None:
+    return None

@@ -21,6 +21,11 @@ class UploaderConfig(CommonConfig):
         "upload holds in memory.",
     )
     upload_concurrency: int = setting(2, "Recordings uploaded at the same time.")
+    upload_part_concurrency: int = setting(
+        2,
+        "Parts of one file in flight at once (S3 multipart); memory per upload is about "
+        "(this + 1) x the part size.",
+    )
     upload_backoff_s: float = setting(
         2.0, "Base of the exponential backoff (with jitter) between attempts, in seconds."
     )
@@ -44,6 +49,8 @@ class UploaderConfig(CommonConfig):
             )
         if self.upload_concurrency < 1:
             raise ConfigError(f"{env_name('upload_concurrency')} must be at least 1.")
+        if self.upload_part_concurrency < 1:
+            raise ConfigError(f"{env_name('upload_part_concurrency')} must be at least 1.")
         if self.upload_backoff_s < 0:
             raise ConfigError(f"{env_name('upload_backoff_s')} must not be negative.")
         if self.upload_ack_wait_s < 3:

@@ -22,6 +22,7 @@ from shared.integrity import digest_file
 
 from .backend import LocalReader, check_local
 from .errors import PermanentUploadError, TransientUploadError
+from .resume import ResumeSlot
 
 CHUNK = 1 << 20
 _PERMANENT_ERRNO = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
@@ -38,7 +39,7 @@ def _fsync_dir(path: Path) -> None:
 class FileBackend:
     def __init__(self, config: dict[str, Any]) -> None:
         self.root = Path(str(config["path"])).expanduser()
-        self.verify = str(config.get("verify") or "checksum")
+        # Either verify mode re-reads the final file: a local copy has no provider checksum.
 
     async def close(self) -> None:
         return None
@@ -49,7 +50,9 @@ class FileBackend:
             return PermanentUploadError(f"{what}; check the folder's path and permissions")
         return TransientUploadError(f"{what}; it will be retried")
 
-    async def upload(self, local: Path, key: str, sealed: SealedFile) -> RemoteFile:
+    async def upload(
+        self, local: Path, key: str, sealed: SealedFile, slot: ResumeSlot
+    ) -> RemoteFile:
         check_local(local, sealed)
         if not self.root.is_absolute():
             raise PermanentUploadError(

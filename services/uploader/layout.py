@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from datetime import UTC, datetime
 
 from shared.ids import TENANT_ID_RE, is_recording_id
@@ -35,9 +36,23 @@ def check_file_name(name: str) -> str:
     return name
 
 
+def unsafe_segment(segment: str) -> bool:
+    """Empty, ``.``, ``..``, a separator, a control character, or something a server could
+    normalise into one of those (NFKC: fullwidth full stops and solidus U+FF0E / U+FF0F,
+    one- and two-dot leaders U+2024 / U+2025...)."""
+    folded = unicodedata.normalize("NFKC", segment)
+    return (
+        segment in ("", ".", "..")
+        or folded in (".", "..")
+        or any(c in folded for c in "/\\")
+        or not segment.isprintable()
+        or not folded.isprintable()
+    )
+
+
 def _check_segments(path: str, what: str) -> None:
     for segment in path.split("/"):
-        if segment in ("", ".", "..") or "\\" in segment or not segment.isprintable():
+        if unsafe_segment(segment):
             raise UnsafeKey(
                 f"the destination's {what} gives an unsafe path ({segment!r} segment); "
                 "fix the destination's prefix or key_template"

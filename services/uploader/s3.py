@@ -7,10 +7,18 @@
   and must equal ours.
 - Always: ``x-amz-meta-sha256`` carries the sealed SHA-256; ``head_object(ChecksumMode=ENABLED)``
   afterwards must report the right size, checksum and metadata. With ``verify=readback`` the object
-  is downloaded and re-hashed instead of trusting the provider's checksum.
+  is downloaded and re-hashed instead of trusting the provider's checksum (the only proof on
+  stores that do not validate checksums, moto among them).
 
 The SHA-256 of the local file is computed in the same single pass that feeds the parts; a
 mismatch aborts the multipart upload (nothing becomes visible) and is a permanent error.
+
+Resume: the multipart upload id is kept in the recording's resume state (``resume.py``). A later
+attempt (a retry, a re-send, a restart after kill -9) lists the parts that upload already holds
+and sends only the missing ones; a held part counts only if its size and CRC-32 (or, where the
+store lists no checksum, its ETag = MD5) equal the local bytes'. A transient failure leaves the
+upload open for that; a permanent one aborts it. Uploads of the key left by anything else are
+aborted.
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ import base64
 import contextlib
 import hashlib
 import logging
-import zlib
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,15 +46,19 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
+from botocore.handlers import convert_body_to_file_like_object
+from isal.isal_zlib import crc32
 
 from shared.events.transcodes import SealedFile
 from shared.events.uploads import RemoteFile
 
-from .backend import LocalReader, check_local
+from .backend import LocalReader, check_local, verify_mode
 from .errors import PermanentUploadError, TransientUploadError, UploadError
+from .resume import ResumeSlot
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+STATE_KIND = "s3-multipart"
 
 PERMANENT_CODES = {
     "AccessDenied",
@@ -92,7 +103,7 @@ def b64_crc32(crc: int) -> str:
 def composite_crc32(part_crcs: list[int]) -> str:
     """What S3 stores for a multipart CRC-32 upload: CRC-32 of the raw part checksums, -N."""
     raw = b"".join(c.to_bytes(4, "big") for c in part_crcs)
-    return f"{b64_crc32(zlib.crc32(raw))}-{len(part_crcs)}"
+    return f"{b64_crc32(crc32(raw))}-{len(part_crcs)}"
 
 
 def same_checksum(stored: str, expected: str) -> bool:
@@ -150,15 +161,30 @@ def classify(exc: BaseException, action: str, name: str) -> UploadError:
 
 
 class S3Backend:
-    def __init__(self, config: dict[str, Any], secret: dict[str, Any], *, part_size: int) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        secret: dict[str, Any],
+        *,
+        part_size: int,
+        part_concurrency: int = 1,
+    ) -> None:
         self.bucket = str(config["bucket"])
         self.part_size = part_size
-        self.verify = str(config.get("verify") or "checksum")
+        self.part_concurrency = max(1, part_concurrency)
+        self.verify = verify_mode(config) or "checksum"
         endpoint = config.get("endpoint_url") or None
         aio_config = AioConfig(
             region_name=config.get("region") or "us-east-1",
-            s3={"addressing_style": "path" if config.get("path_style") else "auto"},
-            retries={"max_attempts": 3, "mode": "standard"},
+            s3={
+                "addressing_style": "path" if config.get("path_style") else "auto",
+                # Every part carries our CRC-32 (x-amz-checksum-crc32, a signed header) and the
+                # object is confirmed afterwards: a SigV4 SHA-256 of each body on top (what
+                # botocore does over http) would hash every byte twice for nothing.
+                "payload_signing_enabled": False,
+            },
+            retries={"max_attempts": 2, "mode": "standard"},  # our backoff does the rest
+            max_pool_connections=max(10, part_concurrency + 2),
             connect_timeout=10,
             read_timeout=60,
             request_checksum_calculation="when_required",
@@ -176,7 +202,15 @@ class S3Backend:
 
     async def _c(self) -> Any:
         if self._client is None:
-            self._client = await self._cm.__aenter__()
+            client = await self._cm.__aenter__()
+            # botocore wraps a bytes body in a BytesIO (for file-like retries), which aiohttp
+            # then copies whole (BytesIO.getbuffer unshares it): a copy of every byte sent. A
+            # bytes body is resent as it is on a retry, so the wrapping buys nothing here.
+            for op in ("UploadPart", "PutObject"):
+                client.meta.events.unregister(
+                    f"before-parameter-build.s3.{op}", convert_body_to_file_like_object
+                )
+            self._client = client
         return self._client
 
     async def close(self) -> None:
@@ -191,15 +225,18 @@ class S3Backend:
         except Exception as exc:
             raise classify(exc, action, name) from None
 
-    async def upload(self, local: Path, key: str, sealed: SealedFile) -> RemoteFile:
+    async def upload(
+        self, local: Path, key: str, sealed: SealedFile, slot: ResumeSlot
+    ) -> RemoteFile:
         check_local(local, sealed)
         client = await self._c()
-        await self._abort_stale(client, key, sealed.name)
         if sealed.size < self.part_size:
+            await self._abort_stale(client, key, sealed.name, keep=None)
             checksum = await self._put(client, local, key, sealed)
         else:
-            checksum = await self._multipart(client, local, key, sealed)
+            checksum = await self._multipart(client, local, key, sealed, slot)
         stored = await self._confirm(client, key, sealed, checksum)
+        slot.clear()
         return RemoteFile(
             name=sealed.name,
             uri=f"s3://{self.bucket}/{key}",
@@ -209,12 +246,12 @@ class S3Backend:
             checksum=stored,
         )
 
-    async def _abort_stale(self, client: Any, key: str, name: str) -> None:
-        """Multipart uploads of this key left by a crashed attempt: abort them (best effort)."""
+    async def _abort_stale(self, client: Any, key: str, name: str, keep: str | None) -> None:
+        """Multipart uploads of this key that are not ours to resume: abort them (best effort)."""
         try:
             listing = await client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
             for up in listing.get("Uploads", []) or []:
-                if up.get("Key") == key:
+                if up.get("Key") == key and up.get("UploadId") != keep:
                     await client.abort_multipart_upload(
                         Bucket=self.bucket, Key=key, UploadId=up["UploadId"]
                     )
@@ -227,11 +264,38 @@ class S3Backend:
             # that follows reports any real problem itself.
             log.debug("could not list pending multipart uploads", extra={"reason": str(err)})
 
+    async def _held_parts(
+        self, client: Any, key: str, upload_id: str, name: str
+    ) -> dict[int, dict[str, Any]] | None:
+        """The parts an open multipart upload holds, or None if the upload is gone."""
+        held: dict[int, dict[str, Any]] = {}
+        marker = 0
+        while True:
+            try:
+                page = await client.list_parts(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+                )
+            except ClientError as exc:
+                code = str((exc.response.get("Error") or {}).get("Code", ""))
+                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+                if code == "NoSuchUpload" or status == 404:
+                    return None
+                raise classify(exc, "list the uploaded parts of", name) from None
+            except Exception as exc:
+                raise classify(exc, "list the uploaded parts of", name) from None
+            for part in page.get("Parts", []) or []:
+                held[int(part["PartNumber"])] = part
+            if not page.get("IsTruncated"):
+                return held
+            marker = int(page.get("NextPartNumberMarker") or 0)
+            if not marker:
+                return held
+
     async def _put(self, client: Any, local: Path, key: str, sealed: SealedFile) -> str:
         reader = LocalReader(local, sealed, self.part_size)
         body = b"".join([c async for c in reader.chunks()])
         reader.verify()  # before a single byte is sent
-        checksum = b64_crc32(zlib.crc32(body))
+        checksum = b64_crc32(crc32(body))
         await self._call(
             "upload",
             sealed.name,
@@ -247,51 +311,91 @@ class S3Backend:
         )
         return checksum
 
-    async def _multipart(self, client: Any, local: Path, key: str, sealed: SealedFile) -> str:
-        created = await self._call(
-            "start the multipart upload of",
-            sealed.name,
-            client.create_multipart_upload(
-                Bucket=self.bucket,
-                Key=key,
-                ContentType=sealed.content_type,
-                Metadata={"sha256": sealed.sha256},
-                ChecksumAlgorithm="CRC32",
-            ),
-        )
-        upload_id = created["UploadId"]
+    async def _multipart(
+        self, client: Any, local: Path, key: str, sealed: SealedFile, slot: ResumeSlot
+    ) -> str:
+        part_size = self.part_size
+        upload_id: str | None = None
+        held: dict[int, dict[str, Any]] = {}
+        state = slot.load(STATE_KIND)
+        if state and state.get("bucket") == self.bucket and state.get("key") == key:
+            found = await self._held_parts(client, key, str(state["upload_id"]), sealed.name)
+            if found is not None:
+                upload_id, held = str(state["upload_id"]), found
+                part_size = int(state["part_size"])
+        await self._abort_stale(client, key, sealed.name, keep=upload_id)
+        if upload_id is None:
+            created = await self._call(
+                "start the multipart upload of",
+                sealed.name,
+                client.create_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    ContentType=sealed.content_type,
+                    Metadata={"sha256": sealed.sha256},
+                    ChecksumAlgorithm="CRC32",
+                ),
+            )
+            upload_id = str(created["UploadId"])
+            slot.save(
+                STATE_KIND,
+                {"bucket": self.bucket, "key": key, "upload_id": upload_id, "part_size": part_size},
+            )
+        elif held:
+            log.info(
+                "resuming a multipart upload",
+                extra={"file": sealed.name, "parts_held": len(held)},
+            )
         completed = False
+        keep_open = True
         try:
-            reader = LocalReader(local, sealed, self.part_size)
+            reader = LocalReader(local, sealed, part_size)
             parts: list[dict[str, Any]] = []
             crcs: list[int] = []
-            async for chunk in reader.chunks():
-                number = len(parts) + 1
-                crc = zlib.crc32(chunk)
-                resp = await self._call(
-                    f"upload part {number} of",
-                    sealed.name,
-                    client.upload_part(
-                        Bucket=self.bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=chunk,
-                        ChecksumAlgorithm="CRC32",
-                        ChecksumCRC32=b64_crc32(crc),
-                    ),
-                )
-                echoed = resp.get("ChecksumCRC32")
-                if echoed and echoed != b64_crc32(crc):
-                    raise TransientUploadError(
-                        f"the S3 destination stored part {number} of {sealed.name} with another "
-                        "CRC-32 than was sent; it will be retried"
+            skipped = 0
+            # Up to part_concurrency parts in flight: memory stays under (concurrency + 1) parts.
+            sending: set[asyncio.Task[None]] = set()
+            try:
+                async for chunk, crc in reader.chunks_with(crc32):
+                    number = len(parts) + 1
+                    crc_b64 = b64_crc32(crc)
+                    part = {"ETag": "", "PartNumber": number, "ChecksumCRC32": crc_b64}
+                    parts.append(part)
+                    crcs.append(crc)
+                    prior = held.get(number)
+                    if prior is not None and await _same_part(prior, chunk, crc_b64):
+                        part["ETag"] = prior["ETag"]
+                        skipped += len(chunk)
+                        continue
+                    while len(sending) >= self.part_concurrency:
+                        done, sending = await asyncio.wait(
+                            sending, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        for task in done:
+                            task.result()  # the first failure stops the upload
+                    sending.add(
+                        asyncio.create_task(
+                            self._send_part(client, key, upload_id, part, chunk, sealed.name)
+                        )
                     )
-                parts.append(
-                    {"ETag": resp["ETag"], "PartNumber": number, "ChecksumCRC32": b64_crc32(crc)}
+                    del chunk
+                for pending in asyncio.as_completed(sending):
+                    await pending
+            finally:
+                for task in sending:
+                    task.cancel()
+                if sending:
+                    await asyncio.gather(*sending, return_exceptions=True)
+            try:
+                reader.verify()  # the whole file, before the object becomes visible
+            except PermanentUploadError:
+                keep_open = False
+                raise
+            if skipped:
+                log.info(
+                    "multipart upload resumed",
+                    extra={"file": sealed.name, "bytes_skipped": skipped},
                 )
-                crcs.append(crc)
-            reader.verify()  # the whole file, before the object becomes visible
             await self._call(
                 "complete the multipart upload of",
                 sealed.name,
@@ -304,14 +408,49 @@ class S3Backend:
             )
             completed = True
             return composite_crc32(crcs)
+        except PermanentUploadError:
+            keep_open = False
+            raise
         finally:
-            if not completed:
+            if not completed and not keep_open:
+                slot.clear()
                 with contextlib.suppress(Exception):
                     await asyncio.shield(
                         client.abort_multipart_upload(
                             Bucket=self.bucket, Key=key, UploadId=upload_id
                         )
                     )
+
+    async def _send_part(
+        self,
+        client: Any,
+        key: str,
+        upload_id: str,
+        part: dict[str, Any],
+        chunk: bytes,
+        name: str,
+    ) -> None:
+        number, crc_b64 = part["PartNumber"], part["ChecksumCRC32"]
+        resp = await self._call(
+            f"upload part {number} of",
+            name,
+            client.upload_part(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=chunk,
+                ChecksumAlgorithm="CRC32",
+                ChecksumCRC32=crc_b64,
+            ),
+        )
+        echoed = resp.get("ChecksumCRC32")
+        if echoed and echoed != crc_b64:
+            raise TransientUploadError(
+                f"the S3 destination stored part {number} of {name} with another "
+                "CRC-32 than was sent; it will be retried"
+            )
+        part["ETag"] = str(resp["ETag"])
 
     async def _confirm(self, client: Any, key: str, sealed: SealedFile, checksum: str) -> str:
         head = await self._call(
@@ -363,3 +502,17 @@ class S3Backend:
                 f"the copy of {sealed.name} read back from the S3 destination differs from the "
                 "backup; it will be sent again"
             )
+
+
+async def _same_part(prior: dict[str, Any], chunk: bytes, crc_b64: str) -> bool:
+    """Does a part an open upload already holds equal these local bytes?"""
+    if int(prior.get("Size", -1)) != len(chunk):
+        return False
+    stored = prior.get("ChecksumCRC32")
+    if stored:
+        return bool(stored == crc_b64)
+    etag = str(prior.get("ETag", "")).strip('"')
+    if len(etag) != 32:  # not a plain MD5 (SSE-KMS, ...): cannot tell, send it again
+        return False
+    md5 = await asyncio.to_thread(lambda: hashlib.md5(chunk, usedforsecurity=False).hexdigest())
+    return md5 == etag

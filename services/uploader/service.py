@@ -41,6 +41,7 @@ from .grant import REQUESTER, request_grant
 from .layout import check_file_name, render_key
 from .plan import Job
 from .purge import purge_recording
+from .resume import ResumeStore
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,12 @@ class Uploader:
         )
         try:
             config = dict(material.grant.config)
-            store = backends.build(material.grant, part_size=self.cfg.upload_part_size)
+            store = backends.build(
+                material.grant,
+                part_size=self.cfg.upload_part_size,
+                part_concurrency=self.cfg.upload_part_concurrency,
+            )
+            resume = ResumeStore(recording_dir(self.root, job.tenant_id, job.recording_id))
             try:
                 remote: list[up_events.RemoteFile] = []
                 for f in sealed.files:
@@ -219,7 +225,8 @@ class Uploader:
                         recording_id=job.recording_id,
                         file_name=f.name,
                     )
-                    rf = await store.upload(local, key, f)
+                    slot = resume.slot(job.destination_id, key, f)
+                    rf = await store.upload(local, key, f, slot)
                     await natsio.publish(self.js, plan.file_uploaded(job, rf))
                     log.info(
                         "file uploaded",

@@ -85,7 +85,9 @@ def check_delivered(
     files = download(s3, bucket, rid, into)
     assert {"SHA256SUMS", "manifest.json"} <= set(files), sorted(files)
     media = sorted(n for n in files if n.endswith((".webm", ".mkv")))
-    assert media == sorted(f"{p}.webm" for p in participants)
+    # One file per participant, plus the per-call composite grid.
+    assert media == sorted([*(f"{p}.webm" for p in participants), "composite.webm"])
+    assert "manifest.json.sig" in files
     check = subprocess.run(
         ["sha256sum", "-c", "SHA256SUMS"], cwd=into, capture_output=True, text=True
     )

@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 
 from shared import natsio
 from shared.events import AnyEvent, event_id
+from shared.events import recordings as rec_events
 from shared.events import transcodes as tr_events
 from shared.events import uploads as up_events
 from shared.events.transcodes import SealedFile
@@ -30,7 +31,12 @@ ACCESS_KEY = "AKIAUPLOADERTEST0001"
 
 
 def start_uploader(
-    tmp: Path, nats_url: str, backup_dir: Path, name: str = "uploader", **extra: str | Path
+    tmp: Path,
+    nats_url: str,
+    backup_dir: Path,
+    name: str = "uploader",
+    raw_env: dict[str, str] | None = None,
+    **extra: str | Path,
 ) -> ServiceProcess:
     settings: dict[str, str | Path] = {
         "nats_url": nats_url,
@@ -40,7 +46,7 @@ def start_uploader(
         "upload_backoff_s": "0.5",
         "upload_part_size": str(5 * 1024 * 1024),
     }
-    env = service_env(**{**settings, **extra})
+    env = service_env(**{**settings, **extra}) | (raw_env or {})
     return ServiceProcess("services.uploader", env, tmp / f"{name}.log").start()
 
 
@@ -132,6 +138,24 @@ async def publish_sealed(js: JetStreamContext, backup: Backup, destination_id: s
             occurred_at=datetime.now(UTC),
             output_dir=f"{backup.tenant_id}/{backup.recording_id}/output",
             files=backup.files,
+        ),
+    )
+
+
+async def publish_resend(
+    js: JetStreamContext, backup: Backup, destination_id: str, request_id: str, name: str = "dest"
+) -> None:
+    """What the API publishes on ``POST /v1/recordings/{id}/resend``."""
+    await natsio.publish(
+        js,
+        rec_events.ResendRequested(
+            event_id=event_id(backup.recording_id, "resend_requested", request_id),
+            recording_id=backup.recording_id,
+            tenant_id=backup.tenant_id,
+            occurred_at=datetime.now(UTC),
+            request_id=request_id,
+            destination_id=destination_id,
+            destination_name=name,
         ),
     )
 

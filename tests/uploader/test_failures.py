@@ -140,7 +140,7 @@ async def test_kill_9_mid_upload_then_restart_gives_one_intact_copy(
     for name, sha in expected.items():
         body = s3.get_object(Bucket=bucket, Key=backup.key(name))["Body"].read()
         assert hashlib.sha256(body).hexdigest() == sha
-    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")  # the stale one aborted
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")  # resumed and completed
     attempts = await uploads(js, backup.recording_id, "attempt_started")
     assert [a.attempt for a in attempts if isinstance(a, up.UploadAttemptStarted)] == [1, 2]
     assert not backup.folder.exists()
