@@ -160,6 +160,9 @@ class Publisher:
         width: int = 640,
         height: int = 360,
         connect_timeout: float = 20.0,
+        setup: Callable[[RTCPeerConnection], None] | None = None,
+        video_track: MediaStreamTrack | None = None,
+        audio_track: MediaStreamTrack | None = None,
     ) -> None:
         self.whip_url = whip_url
         self.token = token
@@ -167,8 +170,13 @@ class Publisher:
         self.ca_file = ca_file
         self.video_codec = video_codec
         self.connect_timeout = connect_timeout
-        self.video = PatternVideoTrack(width, height) if video else None
-        self.audio = SineAudioTrack() if audio else None
+        self.setup = setup  # called with the peer connection before the offer (tests: faults)
+        # tracks given (e.g. pre-encoded media for the benchmark) replace the synthetic ones;
+        # a ``frames`` attribute, if they have one, is reported as frames sent
+        self.video: MediaStreamTrack | None = video_track or (
+            PatternVideoTrack(width, height) if video else None
+        )
+        self.audio: MediaStreamTrack | None = audio_track or (SineAudioTrack() if audio else None)
         self.pc: RTCPeerConnection | None = None
         self.location = ""
         self.connected = False
@@ -196,6 +204,8 @@ class Publisher:
         if self.audio is not None:
             t = pc.addTransceiver(self.audio, direction="sendonly")
             _prefer(t, "audio", "audio/opus")
+        if self.setup is not None:
+            self.setup(pc)
         await pc.setLocalDescription(await pc.createOffer())  # gathers every candidate
         offer = pc.localDescription.sdp
 
@@ -240,8 +250,8 @@ class Publisher:
     def result(self) -> PublishResult:
         return PublishResult(
             location=self.location,
-            video_frames=self.video.frames if self.video else 0,
-            audio_frames=self.audio.frames if self.audio else 0,
+            video_frames=int(getattr(self.video, "frames", 0)),
+            audio_frames=int(getattr(self.audio, "frames", 0)),
             connected=self.connected,
             deleted=self.deleted,
         )

@@ -1,11 +1,16 @@
 """Capture of one received track: encoded frames to segment files, never decoded.
 
-The seam: aiortc 1.16's ``RTCRtpReceiver`` hands every reassembled frame to its private
-``__decoder_queue`` (``put((codec, JitterFrame))``, on the event loop) and a decoder thread,
-started in ``receive()``, reads that queue. ``CaptureQueue`` takes that queue's place on one
-receiver: frames go straight to the segment writer on the loop; only the end-of-stream ``None`` is
-passed to the (then idle) decoder thread so it exits as usual. Nothing is decoded and nothing
-process-wide is patched.
+The seams, all on one ``RTCRtpReceiver`` instance of aiortc 1.16 (nothing process-wide is
+patched; ``attach`` sets them up before media flows):
+
+- its private ``__decoder_queue`` (``put((codec, JitterFrame))``, on the event loop) is read by a
+  decoder thread started in ``receive()``. ``CaptureQueue`` takes that queue's place: frames go
+  straight to the segment writer on the loop; only the end-of-stream ``None`` is passed to the
+  (then idle) decoder thread so it exits as usual. Nothing is decoded.
+- its ``__jitter_buffer``: for video, ``VideoJitter`` wraps aiortc's to learn when frames are lost
+  (and to give up a lost packet after a second instead of stalling); for audio,
+  ``OpusPassthrough`` replaces it (one Opus packet is one frame).
+- its ``_handle_rtcp_packet``: wrapped to hand RTCP sender reports to the capture (A/V alignment).
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtp import RtcpSrPacket
+from aiortc.utils import uint16_add, uint16_gt
+
 from shared.backup import capture_dir, segment_name
 from shared.capture_format import Frame, SegmentHeader, SegmentWriter
 from shared.events import captures as cap
@@ -32,8 +41,13 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[Event], Awaitable[None]]
 PLI_INTERVAL_S = 1.0
+MAX_HOLE_WAIT_S = 1.0  # how long a missing video packet may hold back the frames behind it
 RECEIVER_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
 RECEIVER_RTX_ATTR = "_RTCRtpReceiver__rtx_ssrc"
+RECEIVER_JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+RECEIVER_STREAMS_ATTR = "_RTCRtpReceiver__remote_streams"
+RECEIVER_MAPPER_ATTR = "_RTCRtpReceiver__timestamp_mapper"
+MAX_SENDER_REPORTS = 64  # kept per segment (the first ones, and always the latest)
 
 
 class CodecLike(Protocol):
@@ -79,8 +93,10 @@ class TrackCapture:
         publish: Publish,
         request_keyframe: KeyframeRequester,
         on_error: Callable[[TrackCapture, Exception], None],
+        discard: bool = False,
     ) -> None:
         self.ident = ident
+        self.discard = discard  # benchmark baseline: count frames, write nothing
         self.segment_seconds = segment_seconds
         self._publish = publish
         self._request_keyframe = request_keyframe
@@ -93,10 +109,14 @@ class TrackCapture:
         self._last_pli = float("-inf")
         self._rotation_pli_sent = False
         self.seq = 0
-        self.frames = 0
+        self.received = 0  # frames the receiver handed over
+        self.frames = 0  # frames written
         self.dropped = 0
         self.keyframe_requests = 0
         self.packets_lost = 0
+        self.gaps = 0  # times the receiver gave up on missing packets and dropped frames
+        self._after_gap = False  # video: frames were lost; wait for a key frame
+        self._sender_reports: list[tuple[int, int]] = []  # (receiver rtp ts, ntp unix ns)
         self.started = False
         self.closed = False
         self._closing = False
@@ -107,6 +127,9 @@ class TrackCapture:
 
     def on_frame(self, codec: CodecLike, data: bytes, rtp_ts: int) -> None:
         if self.closed:
+            return
+        self.received += 1
+        if self.discard:
             return
         try:
             self._on_frame(codec, data, rtp_ts, time.time_ns())
@@ -123,9 +146,38 @@ class TrackCapture:
             )
             self._on_error(self, exc)
 
+    def on_sender_report(self, rtp_ts: int, ntp_unix_ns: int) -> None:
+        """An RTCP sender report: ``rtp_ts`` on the receiver's timeline (that of the frames)."""
+        if self.closed:
+            return
+        if len(self._sender_reports) >= MAX_SENDER_REPORTS:
+            self._sender_reports.pop()
+        self._sender_reports.append((rtp_ts, ntp_unix_ns))
+
+    def on_gap(self, pli_sent: bool) -> None:
+        """Video frames were lost (packets missing and not repaired in time): frames until the
+        next key frame would not decode, so they are dropped, and a key frame is asked for
+        (``pli_sent``: aiortc already sent the PLI; it is counted here all the same)."""
+        if self.closed:
+            return
+        self.gaps += 1
+        self._after_gap = True
+        if pli_sent:
+            self.keyframe_requests += 1
+            self._last_pli = time.monotonic()
+        else:
+            self._last_pli = float("-inf")
+            self._maybe_request_keyframe()
+
     def _on_frame(self, codec: CodecLike, data: bytes, rtp_ts: int, wall_ns: int) -> None:
         kind = self.ident.kind
         keyframe = media.is_keyframe(codec.name, data)
+        if self._after_gap:
+            if not keyframe:
+                self.dropped += 1
+                self._maybe_request_keyframe()
+                return
+            self._after_gap = False
         if self._writer is None:
             if kind == "video" and not keyframe:
                 self.dropped += 1
@@ -212,7 +264,10 @@ class TrackCapture:
         if writer.stats.frames == 0:
             self._enqueue(lambda: asyncio.to_thread(writer.abandon))
             return
-        self._enqueue(lambda: self._close_and_publish(writer, seq))
+        base = self._base_ts or 0
+        reports = tuple((ts - base, ntp) for ts, ntp in self._sender_reports)
+        self._sender_reports = []
+        self._enqueue(lambda: self._close_and_publish(writer, seq, reports))
 
     # -- ordered background work ------------------------------------------------------------
 
@@ -232,7 +287,9 @@ class TrackCapture:
                 # Publishing retries on its own; what lands here is a file error at close.
                 log.exception("capture job failed", extra={"track_id": self.ident.track_id})
 
-    async def _close_and_publish(self, writer: SegmentWriter, seq: int) -> None:
+    async def _close_and_publish(
+        self, writer: SegmentWriter, seq: int, sender_reports: tuple[tuple[int, int], ...]
+    ) -> None:
         await asyncio.to_thread(writer.close)
         i, s = self.ident, writer.stats
         event = cap.SegmentWritten(
@@ -253,6 +310,7 @@ class TrackCapture:
             first_wallclock_ns=s.first_wallclock_ns,
             last_wallclock_ns=s.last_wallclock_ns,
             keyframes=s.keyframes,
+            sender_reports=sender_reports,
         )
         await self._publish(event)
 
@@ -294,6 +352,7 @@ class CaptureQueue:
 
     def __init__(self, capture: TrackCapture) -> None:
         self.capture = capture
+        self.codec: Any = None  # the codec of the latest frame
         self._to_thread: queue.Queue[None] = queue.Queue()
 
     def put(
@@ -303,6 +362,7 @@ class CaptureQueue:
             self._to_thread.put(None)  # end of stream: lets the decoder thread exit
             return
         codec, frame = item
+        self.codec = codec
         self.capture.on_frame(codec, frame.data, frame.timestamp)
 
     def get(self, block: bool = True, timeout: float | None = None) -> None:
@@ -317,7 +377,188 @@ def attach(receiver: Any, capture: TrackCapture) -> CaptureQueue:
         )
     q = CaptureQueue(capture)
     setattr(receiver, RECEIVER_QUEUE_ATTR, q)
+    replace_jitter_buffer(receiver, capture)
+    watch_sender_reports(receiver, capture)
     return q
+
+
+class VideoJitter:
+    """Wraps one video receiver's aiortc ``JitterBuffer``: tells the capture when frames are lost,
+    and stops a lost packet from stalling the track.
+
+    aiortc's buffer hands out a frame only once every packet before it is there; a packet that
+    never comes (lost, and not repaired by NACK/RTX) holds everything behind it until the buffer
+    overflows (512 packets: 5-15 s of video), then drops frames and sets ``pli_flag``. Here a
+    packet missing for ``max_hole_wait_s`` is given up at once instead (with the frame it
+    belonged to, by aiortc's own ``smart_remove``). Either way the capture is told (``on_gap``):
+    frames until the next key frame would not decode.
+    """
+
+    def __init__(
+        self,
+        inner: Any,
+        on_gap: Callable[[bool], None],
+        *,
+        max_hole_wait_s: float = MAX_HOLE_WAIT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._inner = inner
+        self._on_gap = on_gap
+        self._max_wait = max_hole_wait_s
+        self._clock = clock
+        self._highest: int | None = None
+        self._missing: dict[int, float] = {}  # seq -> when it was first missed (oldest first)
+
+    def add(self, packet: Any) -> tuple[bool, Any]:
+        seq = packet.sequence_number
+        if self._highest is None:
+            self._highest = seq
+        elif uint16_gt(seq, self._highest):
+            gap = uint16_add(seq, -self._highest) - 1
+            if gap >= self._inner.capacity:
+                self._missing.clear()  # beyond the buffer: aiortc resets it and flags a PLI
+            elif gap:
+                t = self._clock()
+                for i in range(1, gap + 1):
+                    self._missing[uint16_add(self._highest, i)] = t
+            self._highest = seq
+        else:
+            self._missing.pop(seq, None)  # a late or repaired packet
+        if self._missing:
+            self._give_up_old_holes()
+        pli_flag, frame = self._inner.add(packet)
+        if pli_flag:
+            self._forget_passed()
+            self._on_gap(True)  # aiortc sent a PLI for it
+        return pli_flag, frame
+
+    def _give_up_old_holes(self) -> None:
+        seq, since = next(iter(self._missing.items()))
+        if self._clock() - since < self._max_wait:
+            return
+        inner = self._inner
+        origin = inner._origin
+        if origin is not None and not uint16_gt(origin, seq):
+            # remove every slot up to the hole and the rest of the frame around it; what
+            # follows may be the tail of the next frame, which the capture refuses
+            if inner.smart_remove(uint16_add(seq, -origin) + 1):
+                inner._origin = None  # emptied: the next packet starts it again
+            self._forget_passed()
+            self._on_gap(False)
+        else:
+            self._missing.pop(seq, None)
+
+    def flush(self) -> JitterFrame | None:
+        """The frame aiortc still holds at the end of the stream, if it is whole: aiortc hands a
+        frame on only when the next one begins, so the last one would be lost. Whole means its
+        packets run unbroken from the head of the buffer to one with the RTP marker bit."""
+        inner = self._inner
+        if inner._origin is None:
+            return None
+        packets: list[Any] = []
+        for i in range(inner.capacity):
+            p = inner._packets[(inner._origin + i) % inner.capacity]
+            if p is None or (packets and p.timestamp != packets[0].timestamp):
+                break
+            packets.append(p)
+        if not packets or not packets[-1].marker:
+            return None
+        inner.remove(len(packets))
+        return JitterFrame(data=b"".join(p._data for p in packets), timestamp=packets[0].timestamp)
+
+    def _forget_passed(self) -> None:
+        origin = self._inner._origin
+        for seq in list(self._missing):
+            if origin is None or uint16_gt(origin, seq):
+                del self._missing[seq]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class OpusPassthrough:
+    """Stands in for one audio receiver's jitter buffer: each Opus RTP packet is one whole frame
+    (RFC 7587), so it is handed on as it arrives.
+
+    aiortc's audio buffer (16 packets, prefetch 4) stalls on every lost packet and then discards
+    frames it already had: measured here, 8.5% packets lost became 39% frames lost. A packet
+    older than one already handed on (late or duplicate) is dropped: its place has passed.
+    """
+
+    capacity = 1
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+        self.late = 0
+
+    def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+        seq = packet.sequence_number
+        if self._last is not None and not uint16_gt(seq, self._last):
+            self.late += 1
+            return False, None
+        self._last = seq
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+
+
+def watch_sender_reports(receiver: Any, capture: TrackCapture) -> None:
+    """Hand the capture every RTCP sender report of the sender's media SSRC (one receiver's
+    ``_handle_rtcp_packet``, wrapped on the instance), its RTP time mapped the way aiortc maps
+    the frames' (``TimestampMapper``: from the first frame's timestamp, unwrapped)."""
+    handle = receiver._handle_rtcp_packet
+    mapper = getattr(receiver, RECEIVER_MAPPER_ATTR, None)
+    if mapper is None or not hasattr(mapper, "_origin"):
+        raise RuntimeError(
+            "this aiortc version has no RTCRtpReceiver timestamp mapper; pin aiortc==1.16.0"
+        )
+
+    async def handle_rtcp(packet: Any) -> None:
+        if (
+            isinstance(packet, RtcpSrPacket)
+            and mapper._origin is not None
+            and packet.ssrc not in getattr(receiver, RECEIVER_RTX_ATTR, {})
+        ):
+            info = packet.sender_info
+            origin, last = mapper._origin, mapper._last
+            capture.on_sender_report(
+                media.unwrap_rtp_ts(info.rtp_timestamp, origin, last - origin),
+                media.ntp_to_unix_ns(info.ntp_timestamp),
+            )
+        await handle(packet)
+
+    receiver._handle_rtcp_packet = handle_rtcp
+
+
+def replace_jitter_buffer(receiver: Any, capture: TrackCapture) -> None:
+    inner = getattr(receiver, RECEIVER_JITTER_ATTR, None)
+    if inner is None or not hasattr(inner, "_origin"):
+        raise RuntimeError(
+            "this aiortc version has no RTCRtpReceiver jitter buffer; pin aiortc==1.16.0"
+        )
+    if capture.ident.kind == "video":
+        setattr(receiver, RECEIVER_JITTER_ATTR, VideoJitter(inner, capture.on_gap))
+    else:
+        setattr(receiver, RECEIVER_JITTER_ATTR, OpusPassthrough())
+
+
+def packets_lost(receiver: Any) -> int:
+    """Packets lost on the sender's media SSRCs, as RTCP receiver reports count them (RFC 3550
+    A.3: expected - received): before any NACK/RTX repair, which arrives on the RTX SSRC."""
+    streams: dict[int, Any] = getattr(receiver, RECEIVER_STREAMS_ATTR, {})
+    rtx = getattr(receiver, RECEIVER_RTX_ATTR, {})
+    return sum(int(s.packets_lost) for ssrc, s in streams.items() if ssrc not in rtx)
+
+
+def flush_held_frame(receiver: Any) -> None:
+    """At the end of a session: hand the capture the last whole video frame aiortc still holds."""
+    jitter = getattr(receiver, RECEIVER_JITTER_ATTR, None)
+    q = getattr(receiver, RECEIVER_QUEUE_ATTR, None)
+    mapper = getattr(receiver, RECEIVER_MAPPER_ATTR, None)
+    if not isinstance(jitter, VideoJitter) or not isinstance(q, CaptureQueue) or q.codec is None:
+        return
+    frame = jitter.flush()
+    if frame is not None and mapper is not None:
+        frame.timestamp = mapper.map(frame.timestamp)
+        q.put((q.codec, frame))
 
 
 def media_ssrcs(receiver: Any) -> list[int]:

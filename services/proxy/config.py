@@ -34,11 +34,24 @@ class ProxyConfig(CommonConfig):
     connect_timeout_seconds: float = setting(
         30.0, "A WHIP session whose media has not connected within this time is ended."
     )
+    udp_receive_buffer_bytes: int = setting(
+        4 * 1024 * 1024,
+        "Receive buffer asked for each media UDP socket (the kernel caps it at "
+        "net.core.rmem_max): room to ride out a short stall of the proxy without dropping "
+        "packets. 0 keeps the system default.",
+    )
+    capture_discard: bool = setting(
+        False,
+        "Benchmark only (bench/bench_proxy.py's receive-only baseline): receive every frame and "
+        "drop it. Nothing is recorded; never set it in a real deployment.",
+    )
 
     def validate(self) -> None:
         super().validate()
         if not 0.2 <= self.segment_seconds <= 3600:
             raise ConfigError(f"{env_name('segment_seconds')} must be between 0.2 and 3600.")
+        if self.udp_receive_buffer_bytes < 0:
+            raise ConfigError(f"{env_name('udp_receive_buffer_bytes')} must not be negative.")
         if self.max_publishers < 1:
             raise ConfigError(f"{env_name('max_publishers')} must be at least 1.")
         if not 1 <= self.whip_port <= 65535:

@@ -16,9 +16,15 @@ RECORDABLE = {"audio": ("opus",), "video": ("vp8", "h264")}
 MAX_SDP_BYTES = 64 * 1024
 
 
+VP8_START_CODE = b"\x9d\x01\x2a"
+ANNEX_B_START = (b"\x00\x00\x00\x01", b"\x00\x00\x01")
+
+
 def is_vp8_keyframe(data: bytes) -> bool:
-    """RFC 6386 9.1: bit 0 of the first byte of the frame tag is 0 for a key frame."""
-    return bool(data) and not data[0] & 1
+    """RFC 6386 9.1: bit 0 of the frame tag is 0 for a key frame, whose 3-byte tag is followed
+    by the start code 9d 01 2a and the picture size. (The start code also tells a whole key frame
+    from the tail of one whose first packets were lost.)"""
+    return len(data) >= 10 and not data[0] & 1 and data[3:6] == VP8_START_CODE
 
 
 def h264_nal_types(data: bytes) -> list[int]:
@@ -32,8 +38,9 @@ def h264_nal_types(data: bytes) -> list[int]:
 
 
 def is_h264_keyframe(data: bytes) -> bool:
-    """An IDR slice (5) or an SPS (7) that starts a decodable sequence."""
-    return any(t in (5, 7) for t in h264_nal_types(data))
+    """An IDR slice (5) or an SPS (7) that starts a decodable sequence. The frame must begin
+    with a start code: one that does not is the tail of a frame whose first packets were lost."""
+    return data.startswith(ANNEX_B_START) and any(t in (5, 7) for t in h264_nal_types(data))
 
 
 def is_keyframe(codec_name: str, data: bytes) -> bool:
@@ -106,3 +113,23 @@ def segment_elapsed(first_ts: int, ts: int, clock_rate: int, segment_seconds: fl
 def rotate_now(kind: str, keyframe: bool, elapsed: bool) -> bool:
     """Start a new segment with this frame? Audio at the period; video at the next keyframe."""
     return elapsed and (kind == "audio" or keyframe)
+
+
+# -- RTCP sender reports (A/V alignment) ----------------------------------------------------
+
+NTP_UNIX_OFFSET_S = 2_208_988_800  # seconds from 1900-01-01 (NTP) to 1970-01-01 (Unix)
+RTP_TS_MOD = 1 << 32
+
+
+def ntp_to_unix_ns(ntp: int) -> int:
+    """A 64-bit NTP timestamp (RFC 3550 4: seconds since 1900 . 32-bit fraction) as Unix ns."""
+    seconds, fraction = ntp >> 32, ntp & 0xFFFFFFFF
+    return (seconds - NTP_UNIX_OFFSET_S) * 1_000_000_000 + ((fraction * 1_000_000_000) >> 32)
+
+
+def unwrap_rtp_ts(raw: int, origin: int, near: int) -> int:
+    """A 32-bit RTP timestamp on an unwrapped timeline where ``t = raw - origin`` (+ k * 2^32):
+    the value nearest ``near`` (the latest timestamp seen on that timeline)."""
+    t = raw - origin
+    k = (near - t + RTP_TS_MOD // 2) // RTP_TS_MOD
+    return t + k * RTP_TS_MOD

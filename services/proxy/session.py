@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -89,6 +90,31 @@ def parse_offer(text: str) -> list[media.OfferMedia]:
     return out
 
 
+def enlarge_receive_buffers(pc: RTCPeerConnection, size: int) -> None:
+    """Ask for ``size`` bytes of receive buffer on each of the session's ICE sockets.
+
+    The default (~200 KB, some 90 packets) overflows, and drops media, when the event loop is
+    held up for a second or so (a busy machine, a slow disk); the kernel caps the size at
+    net.core.rmem_max. Reaches into aiortc/aioice privates (pinned versions): a failure here
+    only leaves the default.
+    """
+    if size <= 0:
+        return
+    seen: set[int] = set()
+    for t in pc.getTransceivers():
+        try:
+            protocols = t.receiver.transport.transport._connection._protocols
+        except AttributeError:
+            continue
+        for protocol in protocols:
+            sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
+            if sock is None or sock.fileno() in seen:
+                continue
+            seen.add(sock.fileno())
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
 def new_session_id() -> str:
     return secrets.token_hex(4)
 
@@ -159,6 +185,7 @@ class WhipSession:
             publish=self._publish_track_event,
             request_keyframe=capture.pli_sender(receiver, self._pli_tasks),
             on_error=self._on_capture_error,
+            discard=self.config.capture_discard,
         )
         capture.attach(receiver, cap_)
         self.captures[track.kind] = cap_
@@ -198,6 +225,7 @@ class WhipSession:
         self._keep_recordable_codecs()
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)  # aiortc gathers every candidate here
+        enlarge_receive_buffers(self.pc, self.config.udp_receive_buffer_bytes)
         local = self.pc.localDescription
         if local is None:
             raise WhipRefused(500, "The proxy could not make an SDP answer; try again.")
@@ -265,17 +293,12 @@ class WhipSession:
         )
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
+        for receiver in self._receivers.values():
+            capture.flush_held_frame(receiver)
         for cap_ in self.captures.values():
             cap_.closed = True
         for kind, receiver in self._receivers.items():
-            with contextlib.suppress(Exception):
-                report = await receiver.getStats()
-                lost = sum(
-                    int(getattr(s, "packetsLost", 0) or 0)
-                    for s in report.values()
-                    if getattr(s, "type", "") == "inbound-rtp"
-                )
-                self.captures[kind].packets_lost = lost
+            self.captures[kind].packets_lost = capture.packets_lost(receiver)
         try:
             await self.pc.close()
         except Exception:
@@ -312,6 +335,7 @@ class Sessions:
         self.by_participant: dict[tuple[str, str], WhipSession] = {}
         self.stopped: set[str] = set()
         self._pcs: set[int] = set()
+        self._ended_frames = (0, 0)  # (received, written) by sessions that have ended
 
     @property
     def open_peer_connections(self) -> int:
@@ -344,9 +368,21 @@ class Sessions:
         self.by_id[session.session_id] = session
         self.by_participant[(session.recording_id, session.participant_id)] = session
 
+    def frame_totals(self) -> tuple[int, int]:
+        """Frames (received from the receivers, written to segments) since the proxy started."""
+        received, written = self._ended_frames
+        for s in self.by_id.values():
+            for c in s.captures.values():
+                received, written = received + c.received, written + c.frames
+        return received, written
+
     def remove(self, session: WhipSession) -> None:
         if self.by_id.get(session.session_id) is session:
             del self.by_id[session.session_id]
+            received, written = self._ended_frames
+            for c in session.captures.values():
+                received, written = received + c.received, written + c.frames
+            self._ended_frames = (received, written)
         key = (session.recording_id, session.participant_id)
         if self.by_participant.get(key) is session:
             del self.by_participant[key]

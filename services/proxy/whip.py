@@ -32,13 +32,17 @@ log = logging.getLogger(__name__)
 # participant ids leave room in track ids ("<pid>-<8 hex>-video") for SAFE_NAME_RE's 64 chars
 MAX_PARTICIPANT_ID = 40
 MAX_DISPLAY_NAME = 200
+# CORS (so a page on another origin can publish): on every response, preflight included.
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, DELETE, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
-    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Patch",
+    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Post, Allow, Retry-After",
     "Access-Control-Max-Age": "600",
 }
+ENDPOINT_ALLOW = "POST, OPTIONS"  # /whip/<rid>: the WHIP endpoint
+SESSION_ALLOW = "DELETE, OPTIONS"  # /whip/<rid>/<sid>: a WHIP session (no trickle: no PATCH)
+RETRY_AFTER_S = 10
 
 SESSIONS_KEY = web.AppKey("sessions", Sessions)
 JS_KEY = web.AppKey("js", JetStreamContext)
@@ -58,14 +62,16 @@ async def errors_and_cors(
         response = await handler(request)
     except WhipRefused as exc:
         response = text(exc.status, str(exc))
+        if exc.status == 503:
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
     except web.HTTPException as exc:
         if exc.status == 413:
             response = text(413, f"The SDP offer is larger than {MAX_SDP_BYTES} bytes.")
         elif exc.status == 405:
             response = text(405, f"{request.method} is not allowed on this WHIP URL.")
-            allow = exc.headers.get("Allow")
-            if allow:
-                response.headers["Allow"] = allow
+            allow = [m.strip() for m in exc.headers.get("Allow", "").split(",")]
+            # PATCH is routed only to answer 405 itself: it is not an allowed method
+            response.headers["Allow"] = ", ".join(m for m in allow if m and m != "PATCH")
         elif exc.status == 404:
             response = text(404, "Not found; WHIP endpoints are /whip/<recording_id>.")
         else:
@@ -230,26 +236,42 @@ async def delete_session(request: web.Request) -> web.Response:
     return web.Response(status=200, text="session ended\n")
 
 
-async def patch_session(request: web.Request) -> web.Response:
-    return web.Response(
-        status=405,
-        text="Trickle ICE and ICE restarts are not supported; "
-        "send the offer after ICE gathering completes.\n",
-        headers={"Allow": "DELETE, OPTIONS"},
-    )
+def no_trickle(allow: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """PATCH (trickle ICE, ICE restart): 405 with ``Allow``, as RFC 9725 4.3.1 allows."""
+
+    async def patch(request: web.Request) -> web.Response:
+        return web.Response(
+            status=405,
+            text="Trickle ICE and ICE restarts are not supported; "
+            "send the offer after ICE gathering completes.\n",
+            headers={"Allow": allow},
+        )
+
+    return patch
 
 
-async def options(request: web.Request) -> web.Response:
-    return web.Response(status=204, headers={"Accept-Post": "application/sdp"})
+def options(allow: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """OPTIONS: the CORS preflight (headers added by the middleware) and what the URL takes."""
+
+    async def handle(request: web.Request) -> web.Response:
+        headers = {"Allow": allow}
+        if "POST" in allow:
+            headers["Accept-Post"] = "application/sdp"
+        return web.Response(status=204, headers=headers)
+
+    return handle
 
 
 async def healthz(request: web.Request) -> web.Response:
     sessions = request.app[SESSIONS_KEY]
+    received, written = sessions.frame_totals()
     return web.json_response(
         {
             "status": "ok",
             "sessions": len(sessions.by_id),
             "peer_connections": sessions.open_peer_connections,
+            "frames_received": received,
+            "frames_written": written,
         }
     )
 
@@ -264,9 +286,9 @@ def build_app(
     app[BACKUP_KEY] = backup_root
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/whip/{rid}", post_offer)
-    app.router.add_options("/whip/{rid}", options)
-    app.router.add_route("PATCH", "/whip/{rid}", patch_session)
+    app.router.add_options("/whip/{rid}", options(ENDPOINT_ALLOW))
+    app.router.add_route("PATCH", "/whip/{rid}", no_trickle(ENDPOINT_ALLOW))
     app.router.add_delete("/whip/{rid}/{sid}", delete_session)
-    app.router.add_route("PATCH", "/whip/{rid}/{sid}", patch_session)
-    app.router.add_options("/whip/{rid}/{sid}", options)
+    app.router.add_route("PATCH", "/whip/{rid}/{sid}", no_trickle(SESSION_ALLOW))
+    app.router.add_options("/whip/{rid}/{sid}", options(SESSION_ALLOW))
     return app

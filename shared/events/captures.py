@@ -48,6 +48,11 @@ class SegmentWritten(Event, frozen=True, kw_only=True, tag="capture.segment_writ
     first_wallclock_ns: int
     last_wallclock_ns: int
     keyframes: int = 0
+    # RTCP sender reports received while this segment was written, for A/V alignment by the
+    # sender's own clock: (rtp_ts, ntp_unix_ns) pairs, rtp_ts on this track's capture timeline
+    # (like first_rtp_ts; negative if the report predates the track's first frame), ntp_unix_ns
+    # the sender's NTP wall clock as Unix nanoseconds. Empty if the sender sent none.
+    sender_reports: tuple[tuple[int, int], ...] = ()
 
 
 class TrackEnded(Event, frozen=True, kw_only=True, tag="capture.track_ended"):

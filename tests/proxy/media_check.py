@@ -59,3 +59,24 @@ def decode_segments(rec_dir: Path, segs: list[captures.SegmentWritten], codec: s
     except av.FFmpegError:
         errors += 1
     return Decoded(frames_in, frames_out, errors, keyframe_first)
+
+
+def check_sender_reports(events: list[AnyEvent], max_skew_ms: float = 300.0) -> dict[str, int]:
+    """Every track's RTCP sender reports, per kind; each must agree with when the proxy got the
+    frames (publisher and proxy share this machine's clock): a report's NTP time, carried to the
+    nearest segment start by the RTP clock, is within ``max_skew_ms`` of that frame's arrival.
+    (A mapping error, a wrong origin, wrap or unit, is off by seconds or more; within the bound
+    are network and jitter-buffer delay and the sender's varying encode time.)"""
+    started = {e.track_id: e for e in events if isinstance(e, captures.TrackStarted)}
+    counts: dict[str, int] = {}
+    for track_id, track in started.items():
+        segs = [e for e in events if isinstance(e, captures.SegmentWritten)]
+        segs = [s for s in segs if s.track_id == track_id]
+        reports = [r for s in segs for r in s.sender_reports]
+        counts[track.kind] = len(reports)
+        for rtp_ts, ntp_ns in reports:
+            seg = min(segs, key=lambda s: abs(s.first_rtp_ts - rtp_ts))
+            sent_ns = ntp_ns + (seg.first_rtp_ts - rtp_ts) * 1_000_000_000 // track.clock_rate
+            delay_ms = (seg.first_wallclock_ns - sent_ns) / 1e6
+            assert abs(delay_ms) <= max_skew_ms, (track.kind, rtp_ts, ntp_ns, seg, delay_ms)
+    return counts

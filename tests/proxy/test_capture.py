@@ -15,7 +15,12 @@ from .conftest import (
     wait_for_count,
     wait_for_event,
 )
-from .media_check import assert_files_match, decode_segments, segments_of
+from .media_check import (
+    assert_files_match,
+    check_sender_reports,
+    decode_segments,
+    segments_of,
+)
 
 
 def within(got: int, sent: int, tolerance: float = 0.10) -> bool:
@@ -80,6 +85,9 @@ async def capture_and_check(js: JetStreamContext, proxy: Proxy, codec: str) -> N
     audio = decode_segments(rec_dir, segments_of(events, "audio"), "opus")
     assert audio.errors == 0
     assert within(audio.frames_out, result.audio_frames), (audio, result)
+    # RTCP sender reports (about one a second per track) are carried for A/V alignment
+    reports = check_sender_reports(events)
+    assert reports["audio"] >= 2 and reports["video"] >= 2, reports
     health = await proxy.health()
     assert health["sessions"] == 0 and health["peer_connections"] == 0
 

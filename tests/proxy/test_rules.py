@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtp import RtpPacket
 
-from services.proxy import facts, media, salvage
+from services.proxy import capture, facts, media, salvage
 from services.proxy.errors import WhipRefused
 from services.proxy.whip import participant_from
 from shared.capture_format import Frame, SegmentHeader, SegmentWriter, read_segment
@@ -17,13 +19,18 @@ RID, TEN = "rec_" + "a" * 24, "ten_" + "b" * 16
 
 
 def test_keyframes() -> None:
-    assert media.is_keyframe("VP8", bytes([0x10, 0x02, 0x00]))  # P bit 0: key frame
-    assert not media.is_keyframe("VP8", bytes([0x11, 0x02, 0x00]))
+    key = bytes([0x10, 0x02, 0x00]) + b"\x9d\x01\x2a" + b"\x80\x02\x68\x01"  # 640x360
+    assert media.is_keyframe("VP8", key)  # P bit 0 and the start code: key frame
+    assert not media.is_keyframe("VP8", bytes([0x11]) + key[1:])  # P bit 1: inter frame
+    assert not media.is_keyframe("VP8", key[:3] + b"\x00\x00\x00" + key[6:])  # no start code
+    assert not media.is_keyframe("VP8", key[:8])  # cut short
     assert not media.is_keyframe("VP8", b"")
     idr = b"\x00\x00\x00\x01\x67\x42" + b"\x00\x00\x00\x01\x68\xce" + b"\x00\x00\x01\x65\x88"
     delta = b"\x00\x00\x00\x01\x41\x9a\x00"
     assert media.h264_nal_types(idr) == [7, 8, 5]
     assert media.is_keyframe("H264", idr) and not media.is_keyframe("H264", delta)
+    # the tail of an IDR frame whose first packets were lost is not a key frame
+    assert not media.is_keyframe("H264", b"\x12\x34" + idr[10:])
     assert media.is_keyframe("opus", b"\x01")
 
 
@@ -210,3 +217,84 @@ def test_recover_recording_lists_unpublished_segments(tmp_path: Path) -> None:
     assert [type(e).__name__ for e in events] == ["TrackStarted", "SegmentWritten"]
     assert isinstance(events[0], captures.TrackStarted) and events[0].session_id == "s1"
     assert events[1].event_id == facts.segment_id(RID, "ana-s1-audio", 1)
+
+
+def _rtp(seq: int, ts: int, data: bytes = b"x", marker: int = 0) -> RtpPacket:
+    p = RtpPacket(payload_type=96, sequence_number=seq & 0xFFFF, timestamp=ts, marker=marker)
+    p._data = data  # type: ignore[attr-defined]  # what aiortc's depayloader sets
+    return p
+
+
+def test_video_jitter_flushes_the_last_whole_frame() -> None:
+    jb = capture.VideoJitter(JitterBuffer(capacity=512, is_video=True), lambda _: None)
+    assert jb.flush() is None
+    for seq, ts, data, marker in [(10, 0, b"a", 0), (11, 0, b"b", 1), (12, 3000, b"c", 0)]:
+        jb.add(_rtp(seq, ts, data, marker))
+    assert jb.flush() is None  # frame 3000 has no packet with the marker bit: not whole
+    jb.add(_rtp(13, 3000, b"d", 1))  # now it is (aiortc holds it until a next frame begins)
+    frame = jb.flush()
+    assert frame is not None and (frame.data, frame.timestamp) == (b"cd", 3000)
+    assert jb.flush() is None
+
+
+def test_video_jitter_gives_up_a_lost_packet_after_the_wait() -> None:
+    clock = [0.0]
+    gaps: list[bool] = []
+    jb = capture.VideoJitter(
+        JitterBuffer(capacity=512, is_video=True),
+        gaps.append,
+        max_hole_wait_s=1.0,
+        clock=lambda: clock[0],
+    )
+    out: list[int] = []
+
+    def feed(seq: int, ts: int) -> None:
+        _, frame = jb.add(_rtp(seq, ts))
+        if frame is not None:
+            out.append(frame.timestamp)
+
+    # two packets per frame, seq near the 16-bit wrap; packet 65535+3 (frame 1's second) is lost
+    base = 65534
+    feed(base, 0)
+    feed(base + 1, 0)
+    feed(base + 2, 3000)
+    for i in range(4, 12):
+        clock[0] += 0.1
+        feed(base + i, 3000 * (i // 2))
+    assert out == [0] and gaps == []  # frame 1 is incomplete: everything behind it waits
+    clock[0] += 0.5  # the hole is now 1.3 s old
+    feed(base + 12, 18000)
+    assert gaps == [False]  # given up: frame 1 dropped, the capture told
+    assert out == [0, 6000]
+    for i in range(13, 20):
+        feed(base + i, 3000 * (i // 2))
+    assert out == [0, 6000, 9000, 12000, 15000, 18000, 21000, 24000]
+    # a packet that NACK/RTX brings back in time is no hole
+    feed(base + 21, 30000)
+    clock[0] += 0.5
+    feed(base + 20, 27000)
+    feed(base + 22, 33000)
+    assert gaps == [False] and out[-2:] == [27000, 30000]
+
+
+def test_opus_passthrough_hands_on_every_packet_and_drops_late_ones() -> None:
+    jb = capture.OpusPassthrough()
+    got = []
+    for seq in (65534, 65535, 1, 0, 2, 2):  # 0 arrives late, 2 twice
+        _, frame = jb.add(_rtp(seq, seq * 960))
+        got.append(None if frame is None else frame.timestamp // 960)
+    assert got == [65534, 65535, 1, None, 2, None] and jb.late == 2
+
+
+def test_ntp_and_rtp_time() -> None:
+    # 2026-11-29T12:00:00.5Z in NTP: seconds since 1900 . half a second
+    unix_s = 1795953600
+    ntp = ((unix_s + media.NTP_UNIX_OFFSET_S) << 32) | (1 << 31)
+    assert media.ntp_to_unix_ns(ntp) == unix_s * 1_000_000_000 + 500_000_000
+    # the sender's clock started near the top of the 32-bit range and has wrapped since
+    origin = 0xFFFF_FF00
+    assert media.unwrap_rtp_ts(0xFFFF_FF10, origin, near=0) == 0x10
+    assert media.unwrap_rtp_ts(0x0000_0100, origin, near=0x150) == 0x200  # after the wrap
+    assert media.unwrap_rtp_ts(0xFFFF_FE00, origin, near=0x10) == -0x100  # before the origin
+    later = 5 * (1 << 32) + 0x300  # five wraps on
+    assert media.unwrap_rtp_ts(0x200, origin, near=later - 50) == later

@@ -1,0 +1,437 @@
+"""The proxy's cost per stream: N concurrent ~1 Mbit/s VP8+Opus WHIP publishers into the real
+proxy process, capture (segments, SHA-256, events) against a receive-only baseline.
+
+- The publishers run in a separate process (``python -m bench.bench_proxy publish ...``) and
+  encode nothing live: VP8 (640x360, 30 fps, ~1 Mbit/s, a key frame every 2 s) and Opus (20 ms)
+  are encoded once here with PyAV and looped as ``av.Packet``s, which aiortc only packetizes. (An
+  aiortc VP8 encoder per publisher would cost the publisher process far more than the proxy.)
+- The proxy is ``python -m services.proxy`` on an embedded nats-server, measured with psutil on
+  its pid over a window after every publisher is connected.
+- The baseline is the same proxy code path with ``RESGUARDO_CAPTURE_DISCARD=true`` (a
+  benchmark-only setting): frames are received, reassembled and handed to the capture, which
+  counts and drops them. Both modes run in the same ``make bench`` run, one after the other.
+- Frames: the publisher counts what it handed aiortc; the proxy's ``/healthz`` counts frames
+  received and written once every session has ended.
+
+``run()`` returns rows for ``python -m bench proxy``; ``RESGUARDO_BENCH_PROXY_COUNTS=4,8`` and
+``RESGUARDO_BENCH_PROXY_WINDOW_S=15`` change the publisher counts and the measured window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import hashlib
+import json
+import os
+import pickle
+import secrets
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDTH, HEIGHT, FPS = 640, 360, 30
+VIDEO_BITRATE = 1_000_000
+LOOP_S = 4
+NOISE_ROWS = 20
+VIDEO_TICKS = 90_000 // FPS
+AUDIO_TICKS = 960  # 20 ms at 48 kHz
+FRAMES_PER_STREAM_S = FPS + 50  # video frames + 20 ms Opus frames
+WARMUP_S = 3.0
+COUNTS = "4,8,16,32"  # publishers per run (RESGUARDO_BENCH_PROXY_COUNTS)
+CONNECT_BATCH = 4
+TAIL_S = 1.0  # media stops this long before the DELETEs, so nothing is in flight at the end
+
+
+# -- media, encoded once ---------------------------------------------------------------------
+
+
+def encode_media(path: Path) -> dict[str, float]:
+    """Write LOOP_S seconds of VP8 and Opus packets to ``path``; returns their bitrates."""
+    import av
+
+    video: list[bytes] = []
+    enc: Any = av.CodecContext.create("libvpx", "w")
+    enc.width, enc.height, enc.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    enc.time_base = fractions.Fraction(1, FPS)
+    enc.framerate = fractions.Fraction(FPS, 1)
+    enc.bit_rate = VIDEO_BITRATE
+    enc.gop_size = 2 * FPS
+    enc.options = {
+        "deadline": "realtime",
+        "cpu-used": "8",
+        "lag-in-frames": "0",
+    }
+    ramp = bytes((i * 7) & 0xFF for i in range(2 * WIDTH + 64))
+    for i in range(LOOP_S * FPS):
+        # a moving ramp with a band of fresh noise: enough detail for libvpx to reach its
+        # bitrate (pure noise overshoots it many times; a plain ramp stays under it)
+        frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
+        y = frame.planes[0]
+        rows = []
+        for r in range(HEIGHT):
+            if r < NOISE_ROWS:
+                rows.append(os.urandom(y.line_size))
+            else:
+                offset = (r + 4 * i) % WIDTH
+                rows.append(ramp[offset : offset + y.line_size])
+        y.update(b"".join(rows))
+        for plane in frame.planes[1:]:
+            plane.update(bytes([128]) * plane.buffer_size)
+        frame.pts = i
+        video.extend(bytes(p) for p in enc.encode(frame))
+    video.extend(bytes(p) for p in enc.encode(None))
+    video = video[: LOOP_S * FPS]
+    assert len(video) == LOOP_S * FPS and not video[0][0] & 1, "the loop must open on a key frame"
+
+    audio: list[bytes] = []
+    aenc: Any = av.CodecContext.create("libopus", "w")
+    aenc.sample_rate, aenc.layout, aenc.format = 48_000, "mono", "s16"
+    aenc.bit_rate = 32_000
+    tone = bytes(range(256)) * (AUDIO_TICKS * 2 // 256 + 1)
+    for i in range(LOOP_S * 50):
+        af = av.AudioFrame(format="s16", layout="mono", samples=AUDIO_TICKS)
+        af.planes[0].update(tone[: AUDIO_TICKS * 2])
+        af.sample_rate = 48_000
+        af.pts = i * AUDIO_TICKS
+        af.time_base = fractions.Fraction(1, 48_000)
+        audio.extend(bytes(p) for p in aenc.encode(af))
+    path.write_bytes(pickle.dumps({"video": video, "audio": audio}))
+    return {
+        "video_kbit_s": sum(map(len, video)) * 8 / LOOP_S / 1000,
+        "audio_kbit_s": sum(map(len, audio)) * 8 / (len(audio) * 0.02) / 1000,
+    }
+
+
+# -- the publisher process -------------------------------------------------------------------
+
+
+def packet_track_class() -> Any:
+    import av
+    from aiortc import MediaStreamTrack
+
+    class PacketTrack(MediaStreamTrack):
+        """Loops pre-encoded packets at their real pace; ``pause()`` stops the flow."""
+
+        def __init__(self, kind: str, packets: list[bytes], ticks: int, rate: int) -> None:
+            super().__init__()
+            self.kind = kind
+            self.packets = packets
+            self.ticks = ticks
+            self.rate = rate
+            self.period = ticks / rate
+            self.frames = 0
+            self._start: float | None = None
+            self._paused = asyncio.Event()
+
+        def pause(self) -> None:
+            self._paused.set()
+
+        async def recv(self) -> Any:
+            if self._start is None:
+                self._start = time.time()
+            else:
+                wait = self._start + self.frames * self.period - time.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            if self._paused.is_set():
+                await asyncio.Event().wait()  # never: the sender waits until it is stopped
+            packet = av.Packet(self.packets[self.frames % len(self.packets)])
+            packet.pts = self.frames * self.ticks
+            packet.time_base = fractions.Fraction(1, self.rate)
+            self.frames += 1
+            return packet
+
+    return PacketTrack
+
+
+async def publish_main(config: dict[str, Any], media: dict[str, list[bytes]]) -> None:
+    from resguardo.publisher import Publisher
+
+    track = packet_track_class()
+    pubs = []
+    for url, token in config["targets"]:
+        video = track("video", media["video"], VIDEO_TICKS, 90_000)
+        audio = track("audio", media["audio"], AUDIO_TICKS, 48_000)
+        pubs.append(
+            Publisher(
+                url,
+                token,
+                participant="bench",
+                ca_file=Path(config["ca_file"]),
+                video_track=video,
+                audio_track=audio,
+                connect_timeout=60,
+            )
+        )
+    # a few at a time, as people join a call: not a storm of simultaneous DTLS handshakes
+    for i in range(0, len(pubs), CONNECT_BATCH):
+        await asyncio.gather(*(p.start() for p in pubs[i : i + CONNECT_BATCH]))
+    print("connected", flush=True)
+    await asyncio.sleep(config["seconds"])
+    for p in pubs:
+        for t in (p.video, p.audio):
+            t.pause()  # type: ignore[union-attr]
+    await asyncio.sleep(TAIL_S)
+    packets = {"video": 0, "audio": 0}
+    for p in pubs:
+        assert p.pc is not None
+        for sender in p.pc.getSenders():
+            for st in (await sender.getStats()).values():
+                if getattr(st, "type", "") == "outbound-rtp":
+                    packets[st.kind] += st.packetsSent
+    results = await asyncio.gather(*(p.stop() for p in pubs))
+    sent = {
+        "video": sum(r.video_frames for r in results),
+        "audio": sum(r.audio_frames for r in results),
+        "deleted": sum(r.deleted for r in results),
+        "packets": packets,
+    }
+    print(json.dumps(sent), flush=True)
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    mode: str  # "capture" | "receive-only"
+    streams: int
+    cpu_s: float
+    window_s: float
+    publisher_cpu_s: float
+    sent: int
+    sent_by_kind: dict[str, int]
+    received: int
+    written: int
+    window_frames: int  # frames the proxy received during the window
+    load: float  # the machine's 1-minute load average at the end of the window
+
+    @property
+    def stream_seconds(self) -> float:
+        """Media the proxy took in during the window, in stream-seconds (80 frames each): less
+        than streams x window when it falls behind (CPU-starved), so cost is per media taken."""
+        return self.window_frames / FRAMES_PER_STREAM_S
+
+    @property
+    def keeping_up(self) -> float:
+        return self.stream_seconds / (self.streams * self.window_s)
+
+    @property
+    def core_per_stream(self) -> float:
+        return self.cpu_s / self.stream_seconds if self.window_frames else float("inf")
+
+
+async def start_recording(js: Any) -> tuple[str, str]:
+    from shared import natsio
+    from shared.events import event_id, now, recordings
+    from shared.ids import new_recording_id, new_tenant_id
+
+    rid, token = new_recording_id(), secrets.token_urlsafe(32)
+    await natsio.publish(
+        js,
+        recordings.RecordingStarted(
+            event_id=event_id(rid, "started"),
+            recording_id=rid,
+            tenant_id=new_tenant_id(),
+            occurred_at=now(),
+            destination_id="dst_0123456789abcdef",
+            destination_name="bench",
+            whip_token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+        ),
+    )
+    return rid, token
+
+
+async def health(base_url: str, ca_file: Path) -> dict[str, Any]:
+    import aiohttp
+
+    from shared.tls import client_context
+
+    connector = aiohttp.TCPConnector(ssl=client_context(ca_file))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async with http.get(f"{base_url}/healthz") as resp:
+            return dict(await resp.json())
+
+
+async def run_phase(
+    js: Any, nats_url: str, work: Path, media: Path, mode: str, streams: int, window_s: float
+) -> Phase:
+    import psutil
+
+    from shared.embedded import free_port, python_env, wait_for_port
+
+    port = free_port()
+    data_dir = work / f"{mode}-{streams}"
+    env = {
+        **python_env(),
+        "PYTHONPATH": str(ROOT),
+        "RESGUARDO_NATS_URL": nats_url,
+        "RESGUARDO_DATA_DIR": str(data_dir),
+        "RESGUARDO_WHIP_PORT": str(port),
+        "RESGUARDO_LOG_LEVEL": os.environ.get("RESGUARDO_BENCH_PROXY_LOG_LEVEL", "WARNING"),
+        "RESGUARDO_MAX_PUBLISHERS": str(streams + 10),
+        "RESGUARDO_CAPTURE_DISCARD": "true" if mode == "receive-only" else "false",
+    }
+    data_dir.mkdir(parents=True)
+    log = (work / f"proxy-{mode}-{streams}.log").open("wb")
+    proxy = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.proxy", cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+    publisher: asyncio.subprocess.Process | None = None
+    try:
+        await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 30.0)
+        base_url = f"https://127.0.0.1:{port}"
+        ca_file = data_dir / "tls" / "cert.pem"
+        targets = []
+        for _ in range(streams):
+            rid, token = await start_recording(js)
+            targets.append((f"{base_url}/whip/{rid}", token))
+        config = {
+            "media": str(media),
+            "ca_file": str(ca_file),
+            "targets": targets,
+            "seconds": WARMUP_S + window_s + 1.0,
+        }
+        publisher = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.bench_proxy",
+            "publish",
+            json.dumps(config),
+            cwd=ROOT,
+            env={**python_env(), "PYTHONPATH": str(ROOT)},
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert publisher.stdout is not None
+        line = await asyncio.wait_for(publisher.stdout.readline(), 120)
+        if line.strip() != b"connected":
+            raise RuntimeError(f"the publishers did not connect (got {line!r}); see the logs")
+        await asyncio.sleep(WARMUP_S)
+        proc, pub_proc = psutil.Process(proxy.pid), psutil.Process(publisher.pid)
+        h0 = await health(base_url, ca_file)
+        c0, p0, t0 = proc.cpu_times(), pub_proc.cpu_times(), time.monotonic()
+        await asyncio.sleep(window_s)
+        c1, p1, t1 = proc.cpu_times(), pub_proc.cpu_times(), time.monotonic()
+        h1 = await health(base_url, ca_file)
+        load = os.getloadavg()[0]
+        out = await asyncio.wait_for(publisher.stdout.readline(), 120)
+        sent = json.loads(out)
+        await asyncio.wait_for(publisher.wait(), 60)
+        for _ in range(150):  # every session ended (its frames counted): at most 30 s
+            h = await health(base_url, ca_file)
+            if not h["sessions"]:
+                break
+            await asyncio.sleep(0.2)
+        return Phase(
+            mode=mode,
+            streams=streams,
+            cpu_s=(c1.user + c1.system) - (c0.user + c0.system),
+            window_s=t1 - t0,
+            publisher_cpu_s=(p1.user + p1.system) - (p0.user + p0.system),
+            sent=sent["video"] + sent["audio"],
+            sent_by_kind={
+                "video": sent["video"],
+                "audio": sent["audio"],
+                **{f"{k}_packets": v for k, v in sent["packets"].items()},
+            },
+            received=int(h["frames_received"]),
+            written=int(h["frames_written"]),
+            window_frames=int(h1["frames_received"]) - int(h0["frames_received"]),
+            load=load,
+        )
+    finally:
+        if publisher is not None and publisher.returncode is None:
+            publisher.kill()
+            await publisher.wait()
+        if proxy.returncode is None:
+            proxy.terminate()
+            try:
+                await asyncio.wait_for(proxy.wait(), 30)
+            except TimeoutError:
+                proxy.kill()
+                await proxy.wait()
+        log.close()
+
+
+def rows_for(capture: Phase, baseline: Phase) -> list[dict[str, object]]:
+    n = capture.streams
+    cap, base = capture.core_per_stream, baseline.core_per_stream
+
+    def behind(p: Phase) -> str:
+        return f"; took in only {p.keeping_up:.0%} of the media" if p.keeping_up < 0.98 else ""
+
+    return [
+        {
+            "name": f"proxy CPU per stream, {n} VP8+Opus publishers",
+            "ours": f"{cap * 100:.2f}% of a core ({1 / cap:.0f} streams/core){behind(capture)}",
+            "baseline": f"{base * 100:.2f}% receive-only ({1 / base:.0f} streams/core)"
+            + behind(baseline),
+            "ratio": cap / base,
+            "goal": "<= 1.3x, >= 40 streams/core",
+        },
+        {
+            "name": f"frames written / sent, {n} publishers",
+            "ours": f"{capture.written}/{capture.sent} (lost {capture.sent - capture.written})",
+            "baseline": f"{baseline.received}/{baseline.sent} received (receive-only)",
+            "ratio": capture.written / capture.sent if capture.sent else 0.0,
+            "goal": "1.00x: no frame lost",
+        },
+    ]
+
+
+async def run() -> list[dict[str, object]]:
+    from shared import natsio
+    from shared.embedded import NatsServer
+
+    counts = [int(c) for c in os.environ.get("RESGUARDO_BENCH_PROXY_COUNTS", COUNTS).split(",")]
+    window_s = float(os.environ.get("RESGUARDO_BENCH_PROXY_WINDOW_S", "15"))
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
+        work = Path(tmp)
+        media = work / "media.pkl"
+        rates = encode_media(media)
+        print(
+            f"  media: VP8 {rates['video_kbit_s']:.0f} kbit/s, Opus {rates['audio_kbit_s']:.0f} "
+            "kbit/s (pre-encoded, looped)",
+            file=sys.stderr,
+        )
+        server = NatsServer(work / "nats").start()
+        nc = await natsio.connect(server.url, name="bench-proxy")
+        try:
+            js = nc.jetstream()
+            await natsio.ensure_streams(js)
+            for n in counts:
+                phases = {}
+                for mode in ("receive-only", "capture"):
+                    phase = await run_phase(js, server.url, work, media, mode, n, window_s)
+                    phases[mode] = phase
+                    print(
+                        f"  {n:>3} streams {mode:>12}: proxy {phase.cpu_s:.2f} CPU s in "
+                        f"{phase.window_s:.1f} s, took in {phase.keeping_up:.0%} of the media "
+                        f"sent ({phase.core_per_stream * 100:.2f}% of a core per stream), "
+                        f"publishers {phase.publisher_cpu_s:.2f} CPU s; frames sent "
+                        f"{phase.sent}, received {phase.received}, written {phase.written}; "
+                        f"load average {phase.load:.1f}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                rows.extend(rows_for(phases["capture"], phases["receive-only"]))
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            server.stop()
+    return rows
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "publish":
+        cfg = json.loads(sys.argv[2])
+        asyncio.run(publish_main(cfg, pickle.loads(Path(cfg["media"]).read_bytes())))
+    else:
+        raise SystemExit("usage: python -m bench proxy")

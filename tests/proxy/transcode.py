@@ -1,0 +1,95 @@
+"""Run the real transcoder (a process) on what the proxy captured; probe its output with PyAV."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+from nats.js import JetStreamContext
+
+from shared import natsio
+from shared.embedded import NatsServer
+from shared.events import transcodes as tx
+
+from ..servers import ServiceProcess, service_env
+
+
+@dataclass
+class Probe:
+    codecs: dict[str, str]  # stream type -> codec name
+    duration_s: float  # the container's duration
+    frames: dict[str, int] = field(default_factory=dict)  # decoded frames per stream type
+    errors: list[str] = field(default_factory=list)
+
+
+async def transcode(
+    js: JetStreamContext, nats_server: NatsServer, backup_root: Path, work: Path, rid: str
+) -> tx.RecordingSealed:
+    """Start ``python -m services.transcoder`` on ``backup_root``; return the sealed event."""
+    env = service_env(
+        nats_url=nats_server.url,
+        data_dir=work / "transcoder-data",
+        backup_dir=backup_root,
+        transcoder_ack_wait_s=10,
+        transcoder_retry_delay_s=0.5,
+    )
+    proc = ServiceProcess("services.transcoder", env, work / "transcoder.log").start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for kind in ("sealed", "quarantined"):
+                done = await natsio.last_event(js, tx.STREAM, tx.STREAM.filter(kind, rid))
+                if isinstance(done, tx.RecordingSealed):
+                    return done
+                if isinstance(done, tx.RecordingQuarantined):
+                    raise AssertionError(f"the transcoder quarantined the capture: {done.reason}")
+            await asyncio.sleep(0.2)
+        log = (work / "transcoder.log").read_text(errors="replace")[-3000:]
+        raise AssertionError(f"no transcode.sealed within 60 s; transcoder log:\n{log}")
+    finally:
+        await asyncio.to_thread(proc.stop)
+
+
+def probe(path: Path) -> Probe:
+    """Decode every packet of every stream; libav errors count as errors too."""
+    previous = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        errors: list[str] = []
+        with av.logging.Capture() as logs, av.open(str(path)) as container:
+            result = Probe(
+                codecs={s.type: s.codec_context.name for s in container.streams},
+                duration_s=(container.duration or 0) / 1_000_000,
+            )
+            for packet in container.demux():
+                if packet.pts is None:
+                    continue
+                kind = packet.stream.type
+                try:
+                    n = len(packet.decode())
+                except av.FFmpegError as exc:
+                    errors.append(f"{kind}: {exc}")
+                    continue
+                result.frames[kind] = result.frames.get(kind, 0) + n
+            for stream in container.streams:
+                try:
+                    n = len(stream.codec_context.decode(None))
+                except av.FFmpegError as exc:
+                    errors.append(f"{stream.type} flush: {exc}")
+                    continue
+                result.frames[stream.type] = result.frames.get(stream.type, 0) + n
+        errors.extend(f"libav: {msg}" for level, _, msg in logs if level <= av.logging.ERROR)
+        result.errors = errors
+        return result
+    finally:
+        av.logging.set_level(previous)
+
+
+def media_file(backup_root: Path, sealed: tx.RecordingSealed) -> Path:
+    """The one participant's own file (other media files, such as a composite, are not ours)."""
+    media = [f for f in sealed.files if f.role == "media" and f.participant_id]
+    assert len(media) == 1, sealed.files
+    return backup_root / sealed.output_dir / media[0].name
