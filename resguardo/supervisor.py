@@ -3,6 +3,12 @@
 Embedded nats-server and PostgreSQL start first (unless RESGUARDO_NATS_URL / RESGUARDO_DATABASE_URL
 name servers of your own), then the five services. A child that dies is restarted with backoff
 and the log says so; SIGINT/SIGTERM stops every child cleanly, services first, servers last.
+
+The embedded nats-server gets one user per service with only the rights that service needs
+(``shared.embedded.SERVICE_RIGHTS``), plus an ``operator`` user for tools. Passwords are made once,
+kept 0600 in ``<data dir>/secrets/nats/<user>.password``, and each child gets only its own, in
+RESGUARDO_NATS_USER / RESGUARDO_NATS_PASSWORD (environment, never argv; never printed).
+``run/endpoints.json`` (0600) holds the operator's NATS URL for tools and tests.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from shared.config import CommonConfig, ConfigError, env_name, load, setting
-from shared.embedded import NatsServer, Postgres, python_env
+from shared.embedded import OPERATOR, SERVICE_RIGHTS, NatsServer, Postgres, python_env, system_users
 from shared.tls import ensure_self_signed
 
 log = logging.getLogger("resguardo.supervisor")
@@ -90,6 +97,36 @@ class Child:
         self.pid_path.unlink(missing_ok=True)
 
 
+def nats_passwords(directory: Path) -> dict[str, str]:
+    """One password per NATS user, made once and kept in 0600 files under ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.chmod(0o700)
+    out: dict[str, str] = {}
+    for user in (*SERVICE_RIGHTS, OPERATOR):
+        path = directory / f"{user}.password"
+        try:
+            value = path.read_text().strip()
+        except FileNotFoundError:
+            value = ""
+        if not value:
+            value = secrets.token_urlsafe(32)
+            tmp = path.with_name(f".{path.name}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(value + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        out[user] = value
+    return out
+
+
+def with_login(url: str, user: str, password: str) -> str:
+    """``nats://host:port`` with ``user:password@`` in it (for the operator's tools only)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{user}:{password}@{rest}"
+
+
 class Supervisor:
     def __init__(self, config: UpConfig, *, out: IO[str] = sys.stdout) -> None:
         self.config = config
@@ -121,12 +158,19 @@ class Supervisor:
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         ensure_self_signed(self.data_dir / "tls")
         nats_url = self.config.nats_url
+        operator_url = nats_url
+        passwords: dict[str, str] = {}
         if not nats_url:
+            passwords = nats_passwords(self.data_dir / "secrets" / "nats")
             self._nats_log = (self.data_dir / "logs" / "nats-server.log").open("ab")
             self.nats = NatsServer(
-                self.data_dir / "nats", port=self.config.nats_port, log=self._nats_log
+                self.data_dir / "nats",
+                port=self.config.nats_port,
+                users=system_users(passwords),
+                log=self._nats_log,
             ).start()
             nats_url = self.nats.url
+            operator_url = with_login(nats_url, OPERATOR, passwords[OPERATOR])
         database_url = self.config.database_url
         if not database_url:
             self.pg = Postgres(self.data_dir / "postgres").start()
@@ -143,10 +187,15 @@ class Supervisor:
             "PYTHONUNBUFFERED": "1",
         }
         for name in SERVICES:
+            login = (
+                {env_name("nats_user"): name, env_name("nats_password"): passwords[name]}
+                if passwords
+                else {}
+            )
             child = Child(
                 name=name,
                 argv=[sys.executable, "-m", f"services.{name}"],
-                env=env,
+                env=env | login,
                 log_path=self.data_dir / "logs" / f"{name}.log",
             )
             child.start()
@@ -155,7 +204,7 @@ class Supervisor:
         endpoints = {
             "api_url": api_url,
             "whip_base_url": f"{whip_public}/whip",
-            "nats_url": nats_url,
+            "nats_url": operator_url,  # with the operator's login when the server is ours
             "ca_file": str(self.data_dir / "tls" / "cert.pem"),
             "dev_token_file": str(self.data_dir / "secrets" / "dev-api-token"),
             "admin_token_file": str(self.data_dir / "secrets" / "admin-token"),
@@ -163,13 +212,16 @@ class Supervisor:
             "pid": os.getpid(),
         }
         tmp = self.data_dir / "run" / "endpoints.json.tmp"
-        tmp.write_text(json.dumps(endpoints, indent=2) + "\n")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(endpoints, indent=2) + "\n")
         tmp.replace(self.data_dir / "run" / "endpoints.json")
+        logins = f" (logins in {self.data_dir / 'secrets' / 'nats'})" if passwords else ""
         print(
             "Resguardo is up.\n"
             f"  API        {api_url}\n"
             f"  WHIP       {whip_public}/whip/<recording_id>\n"
-            f"  NATS       {nats_url}\n"
+            f"  NATS       {nats_url}{logins}\n"
             f"  API token  {endpoints['dev_token_file']} (created by the API on first start)\n"
             f"  CA cert    {endpoints['ca_file']}\n"
             f"  Logs       {endpoints['logs_dir']}\n"

@@ -29,7 +29,8 @@ def env_name(field_name: str) -> str:
 
 
 def setting(default: Any, doc: str, *, secret: bool = False) -> Any:
-    return field(default=default, metadata={"doc": doc, "secret": secret})
+    # Secret settings stay out of repr(): a logged config object never shows them.
+    return field(default=default, repr=not secret, metadata={"doc": doc, "secret": secret})
 
 
 def _convert(name: str, raw: str, typ: Any) -> Any:
@@ -107,6 +108,16 @@ class CommonConfig:
     nats_url: str = setting(
         "",
         "NATS server URL. Empty: `resguardo up` starts an embedded nats-server under the data dir.",
+    )
+    nats_user: str = setting(
+        "",
+        "This service's NATS user name. `resguardo up` sets it per service with the embedded "
+        "server (each service has its own user and permissions); empty: connect without one.",
+    )
+    nats_password: str = setting(
+        "",
+        "This service's NATS password (set per service by `resguardo up`; never printed).",
+        secret=True,
     )
     database_url: str = setting(
         "",

@@ -54,9 +54,86 @@ def nats_server_binary() -> str:
 @dataclass
 class NatsUser:
     user: str
-    password: str
+    password: str = field(repr=False)
     publish: list[str] = field(default_factory=lambda: [">"])
     subscribe: list[str] = field(default_factory=lambda: [">"])
+    allow_responses: bool = False  # may answer requests it received (reply subjects only)
+
+
+# --- per-service NATS users (``resguardo up`` with the embedded server) -----------------------
+#
+# What every service may do on JetStream: declare streams (create is idempotent and cannot change
+# an existing stream's config), read any stream (events hold no secret; services fold each
+# other's facts), run and ack its consumers, and dead-letter. Deleting or purging a stream or a
+# message is no one's right. Each service publishes only its own stream's events and updates
+# only its own stream, so no service can forge another's facts (e.g. an upload job, which is
+# what the vault checks before granting credentials).
+JS_COMMON = (
+    "$JS.API.INFO",
+    "$JS.API.STREAM.INFO.*",
+    "$JS.API.STREAM.CREATE.*",
+    "$JS.API.STREAM.NAMES",
+    "$JS.API.STREAM.UPDATE.DEADLETTER",
+    "$JS.API.CONSUMER.CREATE.>",
+    "$JS.API.CONSUMER.DURABLE.CREATE.>",
+    "$JS.API.CONSUMER.INFO.>",
+    "$JS.API.CONSUMER.DELETE.>",
+    "$JS.API.CONSUMER.MSG.NEXT.>",
+    "$JS.API.DIRECT.GET.>",
+    "$JS.API.STREAM.MSG.GET.*",
+    "$JS.ACK.>",
+    "$JS.FC.>",
+    "deadletter.>",
+)
+
+
+@dataclass(frozen=True)
+class ServiceRights:
+    stream: str  # the stream it owns (publishes to, may update)
+    prefix: str  # that stream's subject prefix
+    requests: tuple[str, ...] = ()  # core request subjects it may send
+    serves: tuple[str, ...] = ()  # core subjects it answers (subscribe + allow_responses)
+
+
+SERVICE_RIGHTS: dict[str, ServiceRights] = {
+    # Only the vault may listen on rpc.vault.>; only the uploader may ask for grants; the API may
+    # create, list, show, test and delete destinations.
+    "credentials": ServiceRights("VAULT", "vault", serves=("rpc.vault.>",)),
+    "api": ServiceRights(
+        "RECORDINGS", "recordings", requests=("rpc.vault.public_key", "rpc.vault.destinations.>")
+    ),
+    "proxy": ServiceRights("CAPTURES", "captures"),
+    "transcoder": ServiceRights("TRANSCODES", "transcodes"),
+    "uploader": ServiceRights(
+        "UPLOADS", "uploads", requests=("rpc.vault.grant", "rpc.vault.destinations.get")
+    ),
+}
+OPERATOR = "operator"  # full rights: for the operator's tools and tests, never for a service
+
+
+def service_user(name: str, password: str) -> NatsUser:
+    """The NATS user of service ``name``, with exactly the rights in ``SERVICE_RIGHTS``."""
+    rights = SERVICE_RIGHTS[name]
+    return NatsUser(
+        user=name,
+        password=password,
+        publish=[
+            *JS_COMMON,
+            f"{rights.prefix}.>",
+            f"$JS.API.STREAM.UPDATE.{rights.stream}",
+            *rights.requests,
+        ],
+        # Replies come to the user's own inbox prefix (shared.natsio.inbox_prefix).
+        subscribe=[f"_INBOX_{name}.>", *rights.serves],
+        allow_responses=bool(rights.serves),
+    )
+
+
+def system_users(passwords: dict[str, str]) -> list[NatsUser]:
+    """Every service's user, plus the operator's (all rights), from ``{user: password}``."""
+    users = [service_user(name, passwords[name]) for name in SERVICE_RIGHTS]
+    users.append(NatsUser(user=OPERATOR, password=passwords[OPERATOR]))
+    return users
 
 
 def nats_config(
@@ -84,9 +161,10 @@ def nats_config(
         for u in users:
             pub = ", ".join(f'"{s}"' for s in u.publish)
             sub = ", ".join(f'"{s}"' for s in u.subscribe)
+            responses = ", allow_responses: true" if u.allow_responses else ""
             lines.append(
                 f'    {{user: "{u.user}", password: "{u.password}", '
-                f"permissions: {{publish: [{pub}], subscribe: [{sub}]}}}}"
+                f"permissions: {{publish: [{pub}], subscribe: [{sub}]{responses}}}}}"
             )
         lines.append("  ]")
         lines.append("}")

@@ -44,18 +44,27 @@ class Reject(Exception):
     """The message can never be handled; send it to the dead-letter stream with the reason."""
 
 
+def inbox_prefix(user: str | None) -> str:
+    """Where replies to ``user`` go: a prefix of its own, so NATS permissions can let each user
+    subscribe to its own replies only (``_INBOX_<user>.>``), never to another service's."""
+    return f"_INBOX_{user}" if user else "_INBOX"
+
+
 async def connect(
     url: str, *, name: str, user: str | None = None, password: str | None = None, tls: Any = None
 ) -> NATS:
     async def on_error(exc: Exception) -> None:
-        log.warning("nats error", extra={"error": type(exc).__name__})
+        # A permissions violation names the subject; it is worth reading, and holds no secret.
+        text = str(exc) if "permissions violation" in str(exc).lower() else ""
+        log.warning("nats error", extra={"error": type(exc).__name__, "detail": text[:200]})
 
     return await nats.connect(
         url,
         name=name,
-        user=user,
-        password=password,
+        user=user or None,
+        password=password or None,
         tls=tls,
+        inbox_prefix=inbox_prefix(user),
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         error_cb=on_error,

@@ -59,7 +59,12 @@ async def run(
         loop.add_signal_handler(sig, stop.set)
 
     async with AsyncExitStack() as stack:
-        nc = await natsio.connect(config.nats_url, name=name)
+        nc = await natsio.connect(
+            config.nats_url,
+            name=name,
+            user=config.nats_user or None,
+            password=config.nats_password or None,
+        )
         stack.push_async_callback(nc.drain)
         js = nc.jetstream()
         # The owner declares its streams; everyone declares what they read, so start order

@@ -1,7 +1,9 @@
-"""``resguardo destinations add|list|show|delete``: where recordings are delivered.
+"""``resguardo destinations add|list|show|test|delete``: where recordings are delivered.
 
 Secrets come from a file or stdin (``--config FILE`` or ``--config -``), never from the command
-line, where other users and shell histories can read them.
+line, where other users and shell histories can read them. ``add`` (unless ``--no-probe``) and
+``test`` have the vault write a small object where recordings go, confirm its checksum and delete
+it, so bad keys, a wrong bucket or missing permissions show up now, not at the first upload.
 """
 
 from __future__ import annotations
@@ -61,7 +63,12 @@ def _add(args: argparse.Namespace) -> int:
     if args.json:
         print_json(out)
     else:
-        print(f"Added destination {out['name']}.")
+        tested = (
+            "tested: a test object was written, confirmed and deleted"
+            if args.probe
+            else "not tested (--no-probe)"
+        )
+        print(f"Added destination {out['name']} ({tested}).")
         _describe(out)
     return 0
 
@@ -88,6 +95,22 @@ def _show(args: argparse.Namespace) -> int:
         print_json(out)
     else:
         _describe(out)
+    return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    out = ApiClient.from_env().request("POST", f"/v1/destinations/{segment(args.name)}/test")
+    if args.json:
+        print_json(out)
+        return 0
+    probe = out.get("probe") or {}
+    print(
+        f"Destination {args.name} works: a test object was written to {probe.get('key', '?')}, "
+        f"confirmed ({probe.get('checksum_algorithm', '?')} {probe.get('checksum', '?')})"
+        + (" and deleted." if probe.get("deleted", True) else ".")
+    )
+    if not probe.get("deleted", True):
+        print("This provider's adapter cannot delete yet: remove the test object yourself.")
     return 0
 
 
@@ -131,6 +154,14 @@ def register(sub: Any) -> None:
     p.add_argument("name")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_show)
+
+    p = dsub.add_parser(
+        "test",
+        help="check a destination now: write, confirm and delete a small test object",
+    )
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_test)
 
     p = dsub.add_parser("delete", help="delete a destination")
     p.add_argument("name")

@@ -39,12 +39,22 @@ LIST_LIMIT_MAX = 1000
 EVENTS_LIMIT = 1000
 
 
+@dataclass(frozen=True)
+class SigningKey:
+    """The public half of the operator's manifest-signing key (no secret)."""
+
+    public_key_pem: str
+    key_id: str
+    algorithm: str = "Ed25519"
+
+
 @dataclass
 class Deps:
     config: ApiConfig
     pool: asyncpg.Pool
     js: JetStreamContext
     vault: VaultClient
+    signing: SigningKey | None = None
 
 
 DEPS = web.AppKey("deps", Deps)
@@ -462,6 +472,36 @@ async def delete_destination(request: web.Request) -> web.Response:
     return json_response(destination_json(view))
 
 
+async def test_destination(request: web.Request) -> web.Response:
+    """Probe a stored destination: 200 with what was written, confirmed and deleted, or the
+    probe's failure (422 with the field to fix, 502/504 when the storage cannot be reached)."""
+    tenant_id = tenant_of(request)
+    name = bodies.check_name(request.match_info["name"], "name", "destination name")
+    reply = await request.app[DEPS].vault.test(tenant_id, name)
+    if reply.problem is not None:
+        log.info("destination test failed", extra={"tenant_id": tenant_id, "destination": name})
+        raise ApiError(reply.problem.status, reply.problem.message, reply.problem.field)
+    assert reply.destination is not None and reply.probe is not None
+    log.info("destination tested", extra={"tenant_id": tenant_id, "destination": name})
+    return json_response(
+        {
+            "ok": True,
+            "destination": destination_json(reply.destination),
+            "probe": msgspec.to_builtins(reply.probe),
+        }
+    )
+
+
+async def signing_key(request: web.Request) -> web.Response:
+    """The manifest-signing public key (PEM) and its key id, for verifying manifest.json.sig."""
+    key = request.app[DEPS].signing
+    if key is None:
+        raise ApiError(503, "The API has no signing key loaded; check its log, then restart it.")
+    return json_response(
+        {"algorithm": key.algorithm, "key_id": key.key_id, "public_key_pem": key.public_key_pem}
+    )
+
+
 def destination_body_limit(config: ApiConfig) -> int:
     """Only to turn away obviously oversized bodies before anything is read: up to 4 UTF-8 bytes
     per character, plus the name and provider. The vault enforces the real limit."""
@@ -485,4 +525,6 @@ def build_app(deps: Deps) -> web.Application:
     app.router.add_get("/v1/destinations", list_destinations)
     app.router.add_get("/v1/destinations/{name}", show_destination)
     app.router.add_delete("/v1/destinations/{name}", delete_destination)
+    app.router.add_post("/v1/destinations/{name}/test", test_destination)
+    app.router.add_get("/v1/keys/signing", signing_key)
     return app

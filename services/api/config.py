@@ -20,6 +20,11 @@ class ApiConfig(CommonConfig):
         "https://127.0.0.1:8444",
         "Public base URL of the WHIP proxy; a recording's whip_url is <this>/whip/<id>.",
     )
+    signing_key_file: Path | None = setting(
+        None,
+        "The operator's Ed25519 manifest-signing key (its public half is served at "
+        "/v1/keys/signing). Default: <data dir>/keys/signing-ed25519.key, created once (0600).",
+    )
     max_credential_chars: int = setting(
         5000,
         "Largest destination config body the API accepts before asking the vault (413 beyond).",

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
 
+from shared import signing
 from shared.service import ServiceContext, main
 from shared.tls import ensure_self_signed, server_context
 
 from . import db, projector, tokens
-from .app import Deps, build_app
+from .app import Deps, SigningKey, build_app
 from .config import ApiConfig
 from .vault import VaultClient
 
@@ -33,7 +35,13 @@ async def serve(ctx: ServiceContext[ApiConfig]) -> None:
     for stream in projector.PROJECTED:
         ctx.spawn(projector.follow(ctx.js, pool, stream), name=f"projector-{stream.name}")
 
-    deps = Deps(config=config, pool=pool, js=ctx.js, vault=VaultClient(ctx.nc))
+    deps = Deps(
+        config=config,
+        pool=pool,
+        js=ctx.js,
+        vault=VaultClient(ctx.nc),
+        signing=load_signing_key(config),
+    )
     runner = web.AppRunner(build_app(deps), access_log=logging.getLogger("services.api.access"))
     await runner.setup()
     ctx.stack.push_async_callback(runner.cleanup)
@@ -42,6 +50,19 @@ async def serve(ctx: ServiceContext[ApiConfig]) -> None:
     log.info(
         "listening",
         extra={"url": f"https://{config.api_host}:{config.api_port}", "cert": str(cert)},
+    )
+
+
+def load_signing_key(config: ApiConfig) -> SigningKey:
+    """Only the public half is kept: the private key object is dropped at once."""
+    private = signing.load_or_create(signing.key_path(config.data_dir, config.signing_key_file))
+    public = private.public_key()
+    del private
+    return SigningKey(
+        public_key_pem=public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode(),
+        key_id=signing.key_id(public),
     )
 
 

@@ -31,6 +31,14 @@ class VaultConfig(CommonConfig):
         5000,
         "Largest secret part of a destination, in characters, that the vault stores (413 beyond).",
     )
+    probe_timeout_s: float = setting(
+        20.0,
+        "Seconds a destination probe (write, confirm and delete a test object, on `destinations "
+        "add` and `destinations test`) may take before it counts as failed.",
+    )
+    vault_concurrency: int = setting(
+        64, "Vault requests (grants, creates, probes) handled at the same time."
+    )
 
     @property
     def master_key_path(self) -> Path:
@@ -49,3 +57,7 @@ class VaultConfig(CommonConfig):
             )
         if self.max_credential_chars < 1:
             raise ConfigError(f"{env_name('max_credential_chars')} must be at least 1.")
+        if self.probe_timeout_s <= 0:
+            raise ConfigError(f"{env_name('probe_timeout_s')} must be positive.")
+        if self.vault_concurrency < 1:
+            raise ConfigError(f"{env_name('vault_concurrency')} must be at least 1.")

@@ -104,3 +104,32 @@ def decrypt_secret(
         return aead.decrypt(data_key, ciphertext, secret_aad(tenant_id, destination_id))
     finally:
         aead.wipe(data_key)
+
+
+def rewrap_data_key(
+    keys: MasterKeys,
+    tenant_id: str,
+    destination_id: str,
+    wrapped_key: bytes,
+    key_version: int,
+    new_version: int,
+) -> bytes:
+    """The row's data key wrapped under ``new_version`` instead of ``key_version``.
+
+    Only the 64-byte data key is unwrapped (into a buffer that is wiped before returning); the
+    secret's ciphertext is neither read nor touched, so no plaintext credential ever exists.
+    ``aead.AeadError`` if the wrapped key fails authentication; ``UnknownKeyVersion`` if a
+    version is missing from ``keys``.
+    """
+    for version in (key_version, new_version):
+        if not keys.has(version):
+            raise UnknownKeyVersion(version)
+    data_key = aead.decrypt(
+        keys.wrap_key(key_version), wrapped_key, wrap_aad(tenant_id, destination_id, key_version)
+    )
+    try:
+        return aead.encrypt(
+            keys.wrap_key(new_version), data_key, wrap_aad(tenant_id, destination_id, new_version)
+        )
+    finally:
+        aead.wipe(data_key)

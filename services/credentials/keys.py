@@ -13,10 +13,12 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import fcntl
 import logging
 import os
 import secrets
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,6 +137,97 @@ def load_master_keys(env_value: str, key_file: Path) -> MasterKeys:
             )
     _warn_if_open(key_file)
     return parse_master_keys(key_file.read_text(), str(key_file))
+
+
+def format_master_keys(keys: MasterKeys) -> bytes:
+    """The key file's text for ``keys``: one ``version:base64key`` line per version."""
+    lines = [f"{v}:{base64.b64encode(keys.keys[v]).decode()}" for v in sorted(keys.keys)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def replace_secret_file(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data`` (mode 0600): a crash leaves the old file or the
+    new one, never a mix. Used only to add or retire master key versions."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def key_file_lock(path: Path) -> Iterator[None]:
+    """Serialise changes to the key file (two `resguardo keys rotate` at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+class KeyRing:
+    """The vault's master keys, re-read whenever the key file changes.
+
+    ``resguardo keys rotate`` and ``retire`` edit the key file while the vault may be running;
+    each use of the ring stats the file (about a microsecond) and re-parses it when its inode,
+    size or mtime moved, so a new version wraps new data keys at once and rows rewrapped to it
+    can be opened. Keys from ``RESGUARDO_MASTER_KEYS`` never change without a restart. A key
+    file that becomes unreadable or invalid keeps the last good ring (and says so in the log).
+    """
+
+    def __init__(self, env_value: str, key_file: Path) -> None:
+        self.from_env = bool(env_value.strip())
+        self.key_file = key_file
+        self._signature: tuple[int, int, int] | None = None
+        self._keys = load_master_keys(env_value, key_file)
+        if not self.from_env:
+            self._signature = self._stat()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.key_file)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def current(self) -> MasterKeys:
+        if self.from_env:
+            return self._keys
+        signature = self._stat()
+        if signature is None or signature == self._signature:
+            return self._keys
+        try:
+            keys = parse_master_keys(self.key_file.read_text(), str(self.key_file))
+        except (OSError, ConfigError) as exc:
+            log.error(
+                "the master key file changed but cannot be used; keeping the keys loaded "
+                "before; fix the file",
+                extra={"path": str(self.key_file), "reason": str(exc)},
+            )
+            self._signature = signature
+            return self._keys
+        self._signature = signature
+        if keys.keys != self._keys.keys:
+            log.info(
+                "master key file re-read",
+                extra={"key_versions": sorted(keys.keys), "newest_key_version": keys.newest},
+            )
+        self._keys = keys
+        return keys
 
 
 def load_vault_key(path: Path) -> X25519PrivateKey:

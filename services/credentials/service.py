@@ -1,14 +1,20 @@
 """The credential vault as a service: request/reply handlers on the subjects of
-``shared.vault_rpc`` (core NATS, queue group "vault").
+``shared.vault_rpc`` and ``.rpc`` (core NATS, queue group "vault").
 
 Replies are JSON (msgspec) of the structs in ``shared.vault_rpc``; every failure is a ``Problem``
 the API can map to an HTTP status. Nothing here ever logs a request body.
+
+Each request is handled in its own task (up to ``RESGUARDO_VAULT_CONCURRENCY`` at once): a
+subscription's callback runs one message at a time, so a slow probe or a grant waiting on
+JetStream would otherwise hold up every request behind it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
@@ -34,7 +40,8 @@ from shared.vault_rpc import (
 
 from . import store
 from .config import VaultConfig
-from .keys import load_master_keys, load_vault_key
+from .keys import KeyRing, load_vault_key
+from .rpc import SUBJECT_TEST, ProbeReply
 from .vault import Vault
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,9 @@ def _routes(vault: Vault) -> list[tuple[str, Callable[[Msg], Awaitable[Reply]]]]
     async def delete(msg: Msg) -> Reply:
         return await vault.delete(msgspec.json.decode(msg.data, type=DestinationQuery))
 
+    async def test(msg: Msg) -> Reply:
+        return await vault.test(msgspec.json.decode(msg.data, type=DestinationQuery))
+
     async def grant(msg: Msg) -> Reply:
         req = msgspec.json.decode(msg.data, type=GrantRequest)
         requester = (msg.headers or {}).get(REQUESTER_HEADER, "unknown")[:64]
@@ -80,6 +90,7 @@ def _routes(vault: Vault) -> list[tuple[str, Callable[[Msg], Awaitable[Reply]]]]
         (SUBJECT_LIST, list_),
         (SUBJECT_GET, get),
         (SUBJECT_DELETE, delete),
+        (SUBJECT_TEST, test),
         (SUBJECT_GRANT, grant),
     ]
 
@@ -88,49 +99,88 @@ def _failure(subject: str, status: int, message: str) -> Reply:
     problem = Problem(status=status, message=message)
     if subject == SUBJECT_GRANT:
         return GrantReply(problem=problem)
+    if subject == SUBJECT_TEST:
+        return ProbeReply(problem=problem)
     return DestinationReply(problem=problem)
 
 
+class Workers:
+    """Runs each request in a task, at most ``limit`` at once; ``wait`` lets them finish."""
+
+    def __init__(self, limit: int) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def submit(self, work: Callable[[], Awaitable[None]]) -> None:
+        await self._slots.acquire()  # back-pressure: the subscription stops reading when full
+
+        async def run() -> None:
+            try:
+                await work()
+            finally:
+                self._slots.release()
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 def _callback(
-    subject: str, handler: Callable[[Msg], Awaitable[Reply]]
+    subject: str, handler: Callable[[Msg], Awaitable[Reply]], workers: Workers
 ) -> Callable[[Msg], Awaitable[None]]:
     async def cb(msg: Msg) -> None:
-        try:
-            reply = await handler(msg)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            # msgspec names the path and expected type, never the offending value.
-            reply = _failure(subject, 400, f"the request to {subject} is malformed: {exc}")
-        except Exception:
-            log.exception("request failed", extra={"subject": subject})
-            reply = _failure(
-                subject, 503, "the vault could not handle the request; retry, or see its log"
-            )
-        if msg.reply:
-            try:
-                await msg.respond(_encoder.encode(reply))
-            except Exception as exc:
-                log.warning("could not reply", extra={"subject": subject, "error": repr(exc)})
+        await workers.submit(lambda: _handle(subject, handler, msg))
 
     return cb
 
 
+async def _handle(subject: str, handler: Callable[[Msg], Awaitable[Reply]], msg: Msg) -> None:
+    try:
+        reply = await handler(msg)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        # msgspec names the path and expected type, never the offending value.
+        reply = _failure(subject, 400, f"the request to {subject} is malformed: {exc}")
+    except Exception:
+        log.exception("request failed", extra={"subject": subject})
+        reply = _failure(
+            subject, 503, "the vault could not handle the request; retry, or see its log"
+        )
+    if msg.reply:
+        try:
+            await msg.respond(_encoder.encode(reply))
+        except Exception as exc:
+            log.warning("could not reply", extra={"subject": subject, "error": repr(exc)})
+
+
 async def serve(ctx: ServiceContext[VaultConfig]) -> None:
     cfg = ctx.config
-    keys = load_master_keys(cfg.master_keys, cfg.master_key_path)
+    ring = KeyRing(cfg.master_keys, cfg.master_key_path)
     vault_key = load_vault_key(cfg.vault_key_path)
-    pool = await store.connect(cfg.database_url)
+    size = max(5, min(cfg.vault_concurrency, 20))
+    pool = await store.connect(cfg.database_url, max_size=size)
     ctx.stack.push_async_callback(pool.close)
     await store.create_schema(pool)
+    grant_pool = await store.connect(cfg.database_url, max_size=size, fsync_commits=False)
+    ctx.stack.push_async_callback(grant_pool.close)
     vault = Vault(
-        keys=keys,
+        ring=ring,
         vault_key=vault_key,
         pool=pool,
         js=ctx.js,
         max_credential_chars=cfg.max_credential_chars,
+        probe_timeout_s=cfg.probe_timeout_s,
+        grant_pool=grant_pool,
     )
+    workers = Workers(cfg.vault_concurrency)
     subs: list[Subscription] = []
     for subject, handler in _routes(vault):
-        subs.append(await ctx.nc.subscribe(subject, queue=QUEUE, cb=_callback(subject, handler)))
+        subs.append(
+            await ctx.nc.subscribe(subject, queue=QUEUE, cb=_callback(subject, handler, workers))
+        )
     await ctx.nc.flush()
 
     async def unsubscribe() -> None:
@@ -140,11 +190,17 @@ async def serve(ctx: ServiceContext[VaultConfig]) -> None:
                 await sub.drain()  # type: ignore[no-untyped-call]
             except Exception as exc:
                 log.debug("drain failed", extra={"error": repr(exc)})
+        await workers.wait()
 
     ctx.stack.push_async_callback(unsubscribe)
+    keys = ring.current()
     log.info(
         "vault ready",
-        extra={"key_versions": sorted(keys.keys), "newest_key_version": keys.newest},
+        extra={
+            "key_versions": sorted(keys.keys),
+            "newest_key_version": keys.newest,
+            "keys_from": "RESGUARDO_MASTER_KEYS" if ring.from_env else str(ring.key_file),
+        },
     )
 
 

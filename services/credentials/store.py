@@ -69,12 +69,24 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def connect(url: str, *, attempts: int = 30) -> asyncpg.Pool:
-    """A pool to ``url``, retried while the database is still starting."""
+async def connect(
+    url: str, *, attempts: int = 30, max_size: int = 5, fsync_commits: bool = True
+) -> asyncpg.Pool:
+    """A pool to ``url``, retried while the database is still starting. With
+    ``fsync_commits=False`` its commits return before the WAL is flushed
+    (``synchronous_commit=off``: a database crash may lose the last fraction of a second of
+    them, never corrupt anything); only grant records use such a pool."""
     delay = 0.2
+    settings = {} if fsync_commits else {"synchronous_commit": "off"}
     for attempt in range(1, attempts + 1):
         try:
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=5, init=_init_connection)
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=1,
+                max_size=max_size,
+                init=_init_connection,
+                server_settings=settings,
+            )
             assert pool is not None
             return pool
         except (OSError, asyncpg.PostgresError) as exc:
@@ -211,3 +223,69 @@ async def record_grant(
         key_version,
     )
     return bool(status == "INSERT 0 1")
+
+
+# --- key management (``resguardo keys``) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WrappedKeyRow:
+    destination_id: str
+    tenant_id: str
+    wrapped_key: bytes
+    key_version: int
+
+
+async def schema_exists(pool: asyncpg.Pool) -> bool:
+    return bool(await pool.fetchval("SELECT to_regclass('vault.destinations') IS NOT NULL"))
+
+
+async def key_version_counts(pool: asyncpg.Pool) -> dict[int, int]:
+    """How many destinations' data keys each master key version wraps."""
+    records = await pool.fetch(
+        "SELECT key_version, count(*) AS n FROM vault.destinations GROUP BY key_version"
+    )
+    return {int(r["key_version"]): int(r["n"]) for r in records}
+
+
+async def wrapped_keys_not_at(
+    pool: asyncpg.Pool, version: int, *, after: str = "", limit: int = 500
+) -> list[WrappedKeyRow]:
+    """The next ``limit`` rows (by id, after ``after``) whose data key is not wrapped under
+    ``version``: only ids and wrapped keys, never a ciphertext."""
+    records = await pool.fetch(
+        """SELECT destination_id, tenant_id, wrapped_key, key_version
+             FROM vault.destinations
+            WHERE key_version <> $1 AND destination_id > $2
+            ORDER BY destination_id
+            LIMIT $3""",
+        version,
+        after,
+        limit,
+    )
+    return [
+        WrappedKeyRow(
+            destination_id=r["destination_id"],
+            tenant_id=r["tenant_id"],
+            wrapped_key=bytes(r["wrapped_key"]),
+            key_version=int(r["key_version"]),
+        )
+        for r in records
+    ]
+
+
+async def replace_wrapped_key(
+    pool: asyncpg.Pool, row: WrappedKeyRow, wrapped_key: bytes, key_version: int
+) -> bool:
+    """Compare-and-swap: store the re-wrapped key only if the row still holds the one that was
+    re-wrapped (a concurrent delete or rewrap wins; the row is then left as it is)."""
+    status = await pool.execute(
+        """UPDATE vault.destinations SET wrapped_key = $1, key_version = $2
+            WHERE destination_id = $3 AND key_version = $4 AND wrapped_key = $5""",
+        wrapped_key,
+        key_version,
+        row.destination_id,
+        row.key_version,
+        row.wrapped_key,
+    )
+    return bool(status == "UPDATE 1")

@@ -1,4 +1,4 @@
-"""The vault's request handlers: destinations (create/list/get/delete) and one-shot grants.
+"""The vault's request handlers: destinations (create/list/get/delete/test) and one-shot grants.
 
 Each handler takes a decoded request and returns a reply struct; ``service.py`` does the NATS
 wiring. Secrets are handled in ``bytearray``s that are overwritten once used.
@@ -12,6 +12,7 @@ memory; it does not prove it is gone. Keep the vault's host and core dumps prote
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -43,12 +44,14 @@ from shared.vault_rpc import (
     grant_context,
 )
 
-from . import aead, crypto, store
-from .keys import MasterKeys
+from . import aead, crypto, probe, store
+from .keys import KeyRing
+from .rpc import ProbeReply, ProbeReport
 
 log = logging.getLogger(__name__)
 
 MAX_JOB_ID = 200
+ADD_FIX = 'fix it and add it again, or skip this test with --no-probe ("probe": false)'
 
 
 def view_of(row: store.DestinationRow) -> DestinationView:
@@ -83,11 +86,14 @@ class Refusal(Exception):
 
 @dataclass
 class Vault:
-    keys: MasterKeys
+    ring: KeyRing
     vault_key: X25519PrivateKey
     pool: asyncpg.Pool
     js: JetStreamContext
     max_credential_chars: int
+    probe_timeout_s: float = 20.0
+    # Grant records only: committed without waiting for fsync (see ``grant``); None: ``pool``.
+    grant_pool: asyncpg.Pool | None = None
 
     # -- destinations ---------------------------------------------------------------------------
     def public_key(self) -> VaultKeyReply:
@@ -132,10 +138,10 @@ class Vault:
             return _problem(422, str(exc), exc.field)
         finally:
             config.clear()
-        secret_fields = sorted(secret)
-        secret_json = crypto.canonical_json(secret)
-        secret.clear()
+        secret_json = bytearray()
         try:
+            secret_fields = sorted(secret)
+            secret_json = crypto.canonical_json(secret)
             chars = utf8_chars(secret_json)
             if chars > self.max_credential_chars:
                 return _problem(
@@ -145,9 +151,31 @@ class Vault:
                     "RESGUARDO_MAX_CREDENTIAL_CHARS to allow more",
                     "config",
                 )
+            if await store.get_destination(self.pool, req.tenant_id, name=req.name):
+                return _duplicate(req.name)  # before probing: the probe may take seconds
+            if req.probe:
+                try:
+                    await probe.probe(
+                        req.provider,
+                        public,
+                        secret,
+                        tenant_id=req.tenant_id,
+                        timeout=self.probe_timeout_s,
+                        fix=ADD_FIX,
+                    )
+                except probe.ProbeFailed as exc:
+                    log.warning(
+                        "destination refused: probe failed",
+                        extra={"tenant_id": req.tenant_id, "provider": req.provider},
+                    )
+                    return _problem(exc.status, exc.message, exc.field)
+            secret.clear()
             destination_id = new_destination_id()
-            sealed = crypto.encrypt_secret(self.keys, req.tenant_id, destination_id, secret_json)
+            sealed = crypto.encrypt_secret(
+                self.ring.current(), req.tenant_id, destination_id, secret_json
+            )
         finally:
+            secret.clear()
             aead.wipe(secret_json)
         row = store.DestinationRow(
             destination_id=destination_id,
@@ -165,14 +193,7 @@ class Vault:
         try:
             saved = await store.insert_destination(self.pool, row)
         except store.DuplicateName:
-            return _problem(
-                409,
-                f"a destination named {req.name} already exists for this tenant; "
-                "choose another name or delete that one first",
-                "name",
-            )
-        # Probe (write/read/delete a test object) is not implemented yet: req.probe is accepted
-        # and ignored; the first upload is the first real test of the credentials.
+            return _duplicate(req.name)
         log.info(
             "destination created",
             extra={
@@ -180,6 +201,7 @@ class Vault:
                 "destination_id": saved.destination_id,
                 "provider": saved.provider,
                 "key_version": saved.key_version,
+                "probed": req.probe,
             },
         )
         return DestinationReply(destination=view_of(saved))
@@ -217,6 +239,66 @@ class Vault:
         )
         return DestinationReply(destination=view_of(row))
 
+    async def test(self, q: DestinationQuery) -> ProbeReply:
+        """Probe a stored destination with its stored credentials (``destinations test``)."""
+        problem = _check_query(q)
+        if problem:
+            return ProbeReply(problem=problem)
+        row = await store.get_destination(
+            self.pool, q.tenant_id, destination_id=q.destination_id, name=q.name
+        )
+        if row is None:
+            return ProbeReply(problem=_not_found(q).problem)
+        secret_json: bytearray | None = None
+        secret: dict[str, Any] = {}
+        try:
+            try:
+                secret_json = crypto.decrypt_secret(
+                    self.ring.current(),
+                    row.tenant_id,
+                    row.destination_id,
+                    row.ciphertext,
+                    row.wrapped_key,
+                    row.key_version,
+                )
+            except (aead.AeadError, crypto.UnknownKeyVersion) as exc:
+                return ProbeReply(problem=_undecryptable(exc))
+            secret = msgspec.json.decode(secret_json, type=dict[str, Any])
+            result = await probe.probe(
+                row.provider,
+                dict(row.public_config),
+                secret,
+                tenant_id=row.tenant_id,
+                timeout=self.probe_timeout_s,
+                fix="re-create the destination with working settings",
+            )
+        except probe.ProbeFailed as exc:
+            log.warning(
+                "destination test failed",
+                extra={"tenant_id": row.tenant_id, "destination_id": row.destination_id},
+            )
+            return ProbeReply(
+                destination=view_of(row),
+                problem=Problem(status=exc.status, message=exc.message, field=exc.field),
+            )
+        finally:
+            secret.clear()
+            if secret_json is not None:
+                aead.wipe(secret_json)
+        log.info(
+            "destination tested",
+            extra={"tenant_id": row.tenant_id, "destination_id": row.destination_id},
+        )
+        return ProbeReply(
+            destination=view_of(row),
+            probe=ProbeReport(
+                key=result.key,
+                checksum_algorithm=result.checksum_algorithm,
+                checksum=result.checksum,
+                deleted=result.deleted,
+            ),
+        )
+
     # -- grants ---------------------------------------------------------------------------------
     async def grant(self, req: GrantRequest, requester: str) -> GrantReply:
         try:
@@ -240,7 +322,7 @@ class Vault:
         try:
             try:
                 secret_json = crypto.decrypt_secret(
-                    self.keys,
+                    self.ring.current(),
                     row.tenant_id,
                     row.destination_id,
                     row.ciphertext,
@@ -248,15 +330,7 @@ class Vault:
                     row.key_version,
                 )
             except (aead.AeadError, crypto.UnknownKeyVersion) as exc:
-                why = (
-                    "its master key version is not configured"
-                    if isinstance(exc, crypto.UnknownKeyVersion)
-                    else "they failed authentication"
-                )
-                reason = (
-                    f"the stored credentials of this destination could not be decrypted ({why}); "
-                    "restore the master keys or re-create the destination"
-                )
+                reason = _undecryptable(exc).message
                 log.error("grant failed", extra={"job_id": req.job_id, "reason": reason})
                 await self._audit_refusal(req, requester, reason)
                 return GrantReply(problem=Problem(status=500, message=reason))
@@ -269,7 +343,11 @@ class Vault:
             if secret_json is not None:
                 aead.wipe(secret_json)
             aead.wipe(grant_json)
-        await natsio.publish(
+        # The audit entry is durable (JetStream, fsync) before the grant leaves. Its message id is
+        # the job's: a duplicate means this job was granted before and the database forgot it
+        # (grant records are committed without waiting for fsync; a database crash can lose the
+        # last moments of them, never JetStream's one-hour dedup window): refuse.
+        ack = await natsio.publish(
             self.js,
             vault_events.GrantIssued(
                 event_id=event_id(req.recording_id, "grant_issued", req.job_id),
@@ -282,6 +360,14 @@ class Vault:
                 key_version=row.key_version,
             ),
         )
+        if ack.duplicate:
+            reason = (
+                f"job {req.job_id} was already granted credentials once; start a new upload "
+                "attempt to get a new grant"
+            )
+            await self._audit_refusal(req, requester, reason)
+            log.warning("grant refused", extra={"job_id": req.job_id, "reason": reason})
+            return GrantReply(problem=Problem(status=409, message=reason))
         log.info(
             "grant issued",
             extra={
@@ -301,7 +387,12 @@ class Vault:
         if len(req.public_key) != 32:
             raise Refusal(422, "public_key must be a raw 32-byte X25519 public key")
         rid = req.recording_id
-        started = await natsio.last_event(self.js, rec_events.STREAM, f"recordings.{rid}.started")
+        # The three look-ups are independent: one round trip's worth of waiting, not three.
+        started, last_attempt, row = await asyncio.gather(
+            natsio.last_event(self.js, rec_events.STREAM, f"recordings.{rid}.started"),
+            natsio.last_event(self.js, up_events.STREAM, f"uploads.{rid}.attempt_started"),
+            store.get_destination(self.pool, req.tenant_id, destination_id=req.destination_id),
+        )
         if not isinstance(started, rec_events.RecordingStarted):
             raise Refusal(404, f"recording {rid} was never started; nothing can be uploaded")
         if started.tenant_id != req.tenant_id:
@@ -319,28 +410,31 @@ class Vault:
                     f"destination {req.destination_id} is neither recording {rid}'s destination "
                     "nor the target of a resend request for it",
                 )
-        attempts = await natsio.read_subject(
-            self.js, up_events.STREAM, f"uploads.{rid}.attempt_started"
-        )
-        if not any(
-            isinstance(e, up_events.UploadAttemptStarted)
-            and e.job_id == req.job_id
-            and e.destination_id == req.destination_id
-            and e.tenant_id == started.tenant_id
-            for _, e in attempts
-        ):
-            raise Refusal(
-                403,
-                f"no upload attempt with job id {req.job_id} was started for recording {rid} "
-                f"and destination {req.destination_id}; publish upload.attempt_started first",
+
+        def is_this_job(e: object) -> bool:
+            return (
+                isinstance(e, up_events.UploadAttemptStarted)
+                and e.job_id == req.job_id
+                and e.destination_id == req.destination_id
+                and e.tenant_id == started.tenant_id
             )
-        row = await store.get_destination(
-            self.pool, started.tenant_id, destination_id=req.destination_id
-        )
+
+        # The uploader asks right after announcing the job, so it is almost always the newest
+        # attempt; an older one (another job started since) needs the whole history.
+        if not is_this_job(last_attempt):
+            attempts = await natsio.read_subject(
+                self.js, up_events.STREAM, f"uploads.{rid}.attempt_started"
+            )
+            if not any(is_this_job(e) for _, e in attempts):
+                raise Refusal(
+                    403,
+                    f"no upload attempt with job id {req.job_id} was started for recording {rid} "
+                    f"and destination {req.destination_id}; publish upload.attempt_started first",
+                )
         if row is None:
             raise Refusal(404, f"destination {req.destination_id} does not exist (was it deleted?)")
         fresh = await store.record_grant(
-            self.pool,
+            self.grant_pool or self.pool,
             job_id=req.job_id,
             recording_id=rid,
             tenant_id=started.tenant_id,
@@ -380,6 +474,28 @@ class Vault:
                 reason=reason,
             ),
         )
+
+
+def _undecryptable(exc: Exception) -> Problem:
+    why = (
+        "its master key version is not configured"
+        if isinstance(exc, crypto.UnknownKeyVersion)
+        else "they failed authentication"
+    )
+    return Problem(
+        status=500,
+        message=f"the stored credentials of this destination could not be decrypted ({why}); "
+        "restore the master keys or re-create the destination",
+    )
+
+
+def _duplicate(name: str) -> DestinationReply:
+    return _problem(
+        409,
+        f"a destination named {name} already exists for this tenant; "
+        "choose another name or delete that one first",
+        "name",
+    )
 
 
 def _problem(status: int, message: str, field: str = "") -> DestinationReply:

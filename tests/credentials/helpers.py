@@ -90,15 +90,19 @@ class VaultClient:
         config: Any,
         *,
         context: bytes | None = None,
+        probe: bool = False,
+        timeout: float = 5,
     ) -> DestinationReply:
+        """Create a destination; without a probe unless asked (most tests use made-up
+        buckets)."""
         pub = await self.public_key()
         sealed = sealedbox.seal(
             pub, msgspec.json.encode(config), context or create_context(tenant_id, name)
         )
         req = DestinationCreate(
-            tenant_id=tenant_id, name=name, provider=provider, sealed_config=sealed
+            tenant_id=tenant_id, name=name, provider=provider, sealed_config=sealed, probe=probe
         )
-        return await rpc(self.nc, SUBJECT_CREATE, req, DestinationReply)
+        return await rpc(self.nc, SUBJECT_CREATE, req, DestinationReply, timeout=timeout)
 
     async def list(self, tenant_id: str) -> DestinationListReply:
         return await rpc(

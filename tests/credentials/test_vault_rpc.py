@@ -117,7 +117,7 @@ async def test_file_destination_has_no_secret(client: VaultClient) -> None:
         ("s3", s3_config(path_style="yes"), "config.path_style"),
         ("s3", s3_config(verify="never"), "config.verify"),
         ("file", {"path": 3}, "config.path"),
-        ("ftp", {"host": "x"}, "provider"),
+        ("gopher", {"host": "x"}, "provider"),
         ("s3", ["not", "an", "object"], "config"),
     ],
 )

@@ -1,0 +1,266 @@
+"""Probing a destination before it is stored (and on ``resguardo destinations test``).
+
+With the uploader's own storage adapters (``services.uploader.backend``): write a small object
+where a recording's file would go (the destination's prefix and key template, a throw-away
+recording id), confirm it the way uploads are confirmed (the provider's checksum, or a readback),
+then delete it. A failure becomes one sentence naming the cause and the config field to fix:
+unknown access key, wrong secret, missing bucket, no permission, unreachable endpoint.
+
+The probe needs the plaintext secret, so it runs in the vault, which holds it anyway while a
+destination is created or tested; the adapter's SDK keeps its own copies of it until the client
+is closed and garbage-collected (see the note in ``vault.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.events.base import now
+from shared.events.transcodes import SealedFile
+from shared.ids import new_recording_id
+from shared.vault_rpc import Grant
+
+log = logging.getLogger(__name__)
+
+PROBE_FILE = "resguardo-probe.txt"
+
+# Provider error code -> (config field to fix, what it means).
+_CAUSES: dict[str, tuple[str, str]] = {
+    "InvalidAccessKeyId": (
+        "config.access_key_id",
+        "the storage provider does not know this access key id",
+    ),
+    "SignatureDoesNotMatch": (
+        "config.secret_access_key",
+        "the secret access key does not match the access key id",
+    ),
+    "InvalidToken": ("config.session_token", "the session token is not valid"),
+    "ExpiredToken": ("config.session_token", "the session token has expired"),
+    "NoSuchBucket": ("config.bucket", "the bucket does not exist"),
+    "InvalidBucketName": ("config.bucket", "the bucket name is not valid"),
+    "AccessDenied": (
+        "config",
+        "the credentials are not allowed to {step} it (the probe needs s3:PutObject, "
+        "s3:GetObject and s3:DeleteObject under the prefix)",
+    ),
+    "AllAccessDisabled": ("config.bucket", "all access to the bucket is disabled"),
+    "AccountProblem": ("config.access_key_id", "the provider reports a problem with the account"),
+    "PermanentRedirect": ("config.region", "the bucket is in another region"),
+    "AuthorizationHeaderMalformed": ("config.region", "the bucket is in another region"),
+}
+
+
+class ProbeFailed(Exception):
+    """The destination did not pass the probe; ``message`` is the one sentence to show."""
+
+    def __init__(self, status: int, message: str, field: str = "config") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    key: str
+    checksum_algorithm: str
+    checksum: str
+    deleted: bool = True  # False: this adapter cannot delete yet; the object was left in place
+
+
+def _provider_code(exc: BaseException) -> str:
+    """The storage provider's error code behind an adapter error (adapters raise their own
+    sentence ``from None``; the SDK's exception is still its ``__context__``)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        response = getattr(cur, "response", None)
+        if isinstance(response, dict):
+            code = str((response.get("Error") or {}).get("Code") or "")
+            if code:
+                # The provider's text, echoed to the user: keep it a short plain token.
+                return code[:64] if code[:64].isalnum() else "an error"
+        cur = cur.__cause__ or cur.__context__
+    return ""
+
+
+def explain(exc: BaseException, step: str, fix: str, field: str = "config") -> ProbeFailed:
+    """One sentence for a failed probe step (``write``, ``delete``); ``field`` is the config
+    field to blame when the provider gives no code."""
+    from services.uploader.errors import TransientUploadError
+
+    code = _provider_code(exc)
+    if code in _CAUSES:
+        field, what = _CAUSES[code]
+        what = what.format(step=step)
+        return ProbeFailed(422, f"The destination test failed: {what} ({code}); {fix}.", field)
+    if code:
+        return ProbeFailed(
+            422,
+            f"The destination test failed: the storage provider answered {code} when asked to "
+            f"{step} a test object; {fix}.",
+        )
+    status = 502 if isinstance(exc, TransientUploadError) else 422
+    return ProbeFailed(status, f"The destination test failed: {_what(exc)}; {fix}.", field)
+
+
+def _what(exc: BaseException) -> str:
+    """The adapter's sentence without its own advice (``<what>; <what to do>``): the probe
+    gives advice of its own."""
+    return str(exc).split("; ", 1)[0].rstrip(".")
+
+
+def _created_dirs(provider: str, public: dict[str, Any], key: str) -> list[Path]:
+    """For a file destination: the folders between its root and the probe's file that do not
+    exist yet (deepest first), to remove after the probe."""
+    if provider != "file":
+        return []
+    root = Path(str(public.get("path", ""))).expanduser()
+    if not root.is_absolute():
+        return []
+    out: list[Path] = []
+    cur = (root / key).parent
+    while cur != root and root in cur.parents and not cur.exists():
+        out.append(cur)
+        cur = cur.parent
+    return out
+
+
+async def _delete(backend: Any, key: str) -> bool:
+    """Delete the probe object: the adapter's ``delete`` when it has one, else per provider.
+    False when there is no way to delete with this adapter (the object stays)."""
+    delete = getattr(backend, "delete", None)
+    if delete is not None:
+        await delete(key)
+        return True
+    from services.uploader.file import FileBackend
+    from services.uploader.s3 import S3Backend, classify
+
+    if isinstance(backend, S3Backend):
+        client = await backend._c()
+        try:
+            await client.delete_object(Bucket=backend.bucket, Key=key)
+        except Exception as exc:
+            raise classify(exc, "delete", PROBE_FILE) from exc
+    elif isinstance(backend, FileBackend):
+        from shared.backup import inside
+
+        await asyncio.to_thread(inside(backend.root, key).unlink)
+    else:
+        log.warning("this storage adapter cannot delete; the probe object stays")
+        return False
+    return True
+
+
+async def _forget(backend: Any, key: str) -> None:
+    """Best effort, a few seconds at most: delete a probe object that may have been written."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(5):
+            await _delete(backend, key)
+
+
+async def probe(
+    provider: str,
+    public: dict[str, Any],
+    secret: dict[str, Any],
+    *,
+    tenant_id: str,
+    timeout: float,
+    fix: str,
+) -> ProbeResult:
+    """Write, confirm and delete a test object at the destination; ``ProbeFailed`` if any step
+    fails (nothing is left behind when the write itself failed)."""
+    from services.uploader import backend as backends
+    from services.uploader.config import S3_MIN_PART
+    from services.uploader.errors import PermanentUploadError, UploadError
+    from services.uploader.layout import render_key
+    from services.uploader.resume import detached
+
+    grant = Grant(provider=provider, config=public, secret=secret)
+    try:
+        store = backends.build(grant, part_size=S3_MIN_PART)
+        key = render_key(
+            public.get("key_template"),
+            prefix=public.get("prefix"),
+            tenant_id=tenant_id,
+            started_at=now(),
+            recording_id=new_recording_id(),
+            file_name=PROBE_FILE,
+        )
+    except PermanentUploadError as exc:
+        field = "config.key_template" if "key_template" in str(exc) else "config"
+        field = "config.prefix" if "prefix" in str(exc) else field
+        message = f"The destination test failed: {_what(exc)}; {fix}."
+        raise ProbeFailed(422, message, field) from None
+    except Exception as exc:  # an SDK refusing the settings: its text may quote them
+        raise ProbeFailed(
+            422,
+            f"The destination test failed: its storage client refused the settings "
+            f"({type(exc).__name__}); {fix}.",
+        ) from None
+    data = f"Resguardo destination probe {secrets.token_hex(16)}\n".encode()
+    sealed = SealedFile(
+        name=PROBE_FILE,
+        role="checksums",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        crc32=zlib.crc32(data),
+        content_type="text/plain",
+    )
+    new_dirs = _created_dirs(provider, public, key)
+    step = "write"
+    try:
+        async with asyncio.timeout(timeout):
+            with tempfile.TemporaryDirectory(prefix="resguardo-probe-") as tmp:
+                local = Path(tmp) / PROBE_FILE
+                local.write_bytes(data)
+                remote = await store.upload(local, key, sealed, detached(sealed))
+            step = "delete"
+            deleted = await _delete(store, key)
+    except TimeoutError:
+        raise ProbeFailed(
+            504,
+            f"The destination test failed: the destination did not answer within {timeout:g} s "
+            f"(while trying to {step} a test object); check its endpoint and network, then {fix}.",
+        ) from None
+    except UploadError as exc:
+        if step == "write" and _provider_code(exc):  # maybe written, not confirmed: clean up
+            await _forget(store, key)
+        raise explain(exc, step, fix, "config.path" if provider == "file" else "config") from None
+    except OSError as exc:  # the local temp file, or a file destination's delete
+        raise ProbeFailed(
+            422 if step == "delete" else 503,
+            f"The destination test failed: could not {step} the test object "
+            f"({type(exc).__name__}); {fix}.",
+        ) from None
+    except ProbeFailed:
+        raise
+    except Exception as exc:  # an adapter bug: say which, never its text (it may quote settings)
+        log.exception("destination probe crashed", extra={"provider": provider})
+        raise ProbeFailed(
+            502,
+            f"The destination test failed: the storage adapter failed unexpectedly "
+            f"({type(exc).__name__}); retry, or {fix}.",
+        ) from None
+    finally:
+        with contextlib.suppress(Exception):
+            await store.close()
+    for folder in new_dirs:  # the file provider's folders made only for the probe
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    return ProbeResult(
+        key=key,
+        checksum_algorithm=remote.checksum_algorithm,
+        checksum=remote.checksum,
+        deleted=deleted,
+    )
