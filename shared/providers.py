@@ -37,6 +37,17 @@ COMMON_FIELDS: tuple[FieldSpec, ...] = (
         doc="Keep the backup in our store after a confirmed upload (default false).",
     ),
     FieldSpec(
+        "output_format",
+        choices=("webm", "mp4"),
+        doc="Per-participant file format: webm (VP8/Opus, no re-encoding; default) or mp4 "
+        "(H.264/AAC).",
+    ),
+    FieldSpec(
+        "output_tracks",
+        choices=("av", "audio", "video"),
+        doc="Which tracks the per-participant files hold: av (default), audio or video.",
+    ),
+    FieldSpec(
         "key_template", doc="Remote layout; default '{tenant}/{date}/{recording_id}/{file}'."
     ),
 )

@@ -306,6 +306,9 @@ async def start_recording(request: web.Request) -> web.Response:
         destination_name=destination.name,
         whip_token_sha256=hashlib.sha256(token.encode()).hexdigest(),
         label=label,
+        # The destination decides the output format; the transcoder reads it from this event.
+        output_format=str(destination.config.get("output_format") or "webm"),
+        output_tracks=str(destination.config.get("output_tracks") or "av"),
     )
     await publish_and_fold(deps, event)
     log.info(

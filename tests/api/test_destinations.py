@@ -140,3 +140,29 @@ async def test_destinations_are_per_tenant(
     await add_destination(api, tmp_path, "shared-name", token=other)
     r = await api.request("GET", "/v1/destinations/shared-name")
     assert r.status == 200
+
+
+async def test_destination_output_format_reaches_the_transcoder_through_the_event(
+    api: ApiProcess, vault: VaultProcess, js, tmp_path: Path
+) -> None:
+    from shared import natsio
+    from shared.events import recordings
+
+    body = {
+        "name": "as-mp4",
+        "provider": "file",
+        "config": {"path": str(tmp_path / "out"), "output_format": "mp4", "output_tracks": "audio"},
+        "probe": False,
+    }
+    r = await api.request("POST", "/v1/destinations", json=body)
+    assert r.status == 201, r.text
+    started = await api.request("POST", "/v1/recordings", json={"destination": "as-mp4"})
+    assert started.status == 201, started.text
+    rid = started.body["recording_id"]
+    event = await natsio.last_event(js, recordings.STREAM, f"recordings.{rid}.started")
+    assert isinstance(event, recordings.RecordingStarted)
+    assert (event.output_format, event.output_tracks) == ("mp4", "audio")
+
+    bad = {**body, "name": "as-avi", "config": {**body["config"], "output_format": "avi"}}
+    r = await api.request("POST", "/v1/destinations", json=bad)
+    assert r.status == 422 and "output_format" in r.text
