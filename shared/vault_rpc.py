@@ -7,6 +7,7 @@ and answered by JetStream's publish ack):
     rpc.vault.destinations.list     DestinationQuery  -> DestinationListReply
     rpc.vault.destinations.get      DestinationQuery  -> DestinationReply
     rpc.vault.destinations.delete   DestinationQuery  -> DestinationReply
+    rpc.vault.destinations.test     DestinationQuery  -> ProbeReply         (API only)
     rpc.vault.grant                 GrantRequest -> GrantReply  (uploader only)
 
 Secrets travel only sealed (``shared.sealedbox``): the API seals a new destination's config to the
@@ -25,6 +26,7 @@ SUBJECT_CREATE = "rpc.vault.destinations.create"
 SUBJECT_LIST = "rpc.vault.destinations.list"
 SUBJECT_GET = "rpc.vault.destinations.get"
 SUBJECT_DELETE = "rpc.vault.destinations.delete"
+SUBJECT_TEST = "rpc.vault.destinations.test"
 SUBJECT_GRANT = "rpc.vault.grant"
 
 
@@ -102,4 +104,19 @@ class Grant(msgspec.Struct, frozen=True, kw_only=True):
 
 class GrantReply(msgspec.Struct, frozen=True, kw_only=True):
     sealed: bytes = b""  # sealed Grant JSON, to GrantRequest.public_key, grant_context(job_id)
+    problem: Problem | None = None
+
+
+class ProbeReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What a destination probe wrote, confirmed and deleted (never a secret)."""
+
+    key: str
+    checksum_algorithm: str
+    checksum: str
+    deleted: bool = True  # False: the object could not be removed and is still there
+
+
+class ProbeReply(msgspec.Struct, frozen=True, kw_only=True):
+    destination: DestinationView | None = None
+    probe: ProbeReport | None = None
     problem: Problem | None = None

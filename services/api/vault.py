@@ -13,7 +13,6 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 
-from services.credentials import rpc as vault_ext
 from shared import vault_rpc as rpc
 
 from .errors import ApiError, VaultUnavailable
@@ -97,12 +96,10 @@ class VaultClient:
         reply = await self._request(rpc.SUBJECT_DELETE, query, rpc.DestinationReply, self.timeout)
         return self._view(reply, "name")
 
-    async def test(self, tenant_id: str, name: str) -> vault_ext.ProbeReply:
+    async def test(self, tenant_id: str, name: str) -> rpc.ProbeReply:
         """Probe a stored destination (the vault writes, confirms and deletes a test object)."""
         query = rpc.DestinationQuery(tenant_id=tenant_id, name=name)
-        reply = await self._request(
-            vault_ext.SUBJECT_TEST, query, vault_ext.ProbeReply, self.create_timeout
-        )
+        reply = await self._request(rpc.SUBJECT_TEST, query, rpc.ProbeReply, self.create_timeout)
         problem = reply.problem
         if problem is not None and reply.destination is None:
             raise ApiError(problem.status, problem.message, problem.field or "name")

@@ -29,19 +29,20 @@ from shared.vault_rpc import (
     SUBJECT_GRANT,
     SUBJECT_LIST,
     SUBJECT_PUBLIC_KEY,
+    SUBJECT_TEST,
     DestinationCreate,
     DestinationListReply,
     DestinationQuery,
     DestinationReply,
     GrantReply,
     GrantRequest,
+    ProbeReply,
     Problem,
 )
 
 from . import store
 from .config import VaultConfig
 from .keys import KeyRing, load_vault_key
-from .rpc import SUBJECT_TEST, ProbeReply
 from .vault import Vault
 
 log = logging.getLogger(__name__)

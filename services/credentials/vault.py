@@ -38,6 +38,8 @@ from shared.vault_rpc import (
     DestinationView,
     GrantReply,
     GrantRequest,
+    ProbeReply,
+    ProbeReport,
     Problem,
     VaultKeyReply,
     create_context,
@@ -46,7 +48,6 @@ from shared.vault_rpc import (
 
 from . import aead, crypto, probe, store
 from .keys import KeyRing
-from .rpc import ProbeReply, ProbeReport
 
 log = logging.getLogger(__name__)
 

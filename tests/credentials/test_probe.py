@@ -19,10 +19,9 @@ import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 
-from services.credentials.rpc import SUBJECT_TEST, ProbeReply
 from shared.embedded import free_port, python_env, wait_for_port
 from shared.ids import new_tenant_id
-from shared.vault_rpc import DestinationQuery, DestinationReply
+from shared.vault_rpc import SUBJECT_TEST, DestinationQuery, DestinationReply, ProbeReply
 from tests.servers import MotoS3, ServiceProcess
 
 from .helpers import VaultClient, rpc
