@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.events.transcodes import SealedFile
+from shared.events.transcodes import FileRole, SealedFile
 from shared.integrity import FileDigest
 
 from .composite import CompositePlan
@@ -158,34 +158,20 @@ def sealed_files(
         )
         for m in media
     ]
-    files.append(
-        SealedFile(
-            name=SUMS_NAME,
-            role="checksums",
-            size=sums.size,
-            sha256=sums.sha256,
-            crc32=sums.crc32,
-            content_type="text/plain; charset=utf-8",
-        )
+    sidecars: tuple[tuple[str, FileRole, FileDigest, str], ...] = (
+        (SUMS_NAME, "checksums", sums, "text/plain; charset=utf-8"),
+        (MANIFEST_NAME, "manifest", manifest, "application/json"),
+        (SIGNATURE_NAME, "signature", signature, "text/plain; charset=us-ascii"),
     )
-    files.append(
-        SealedFile(
-            name=MANIFEST_NAME,
-            role="manifest",
-            size=manifest.size,
-            sha256=manifest.sha256,
-            crc32=manifest.crc32,
-            content_type="application/json",
+    for name, role, digest, content_type in sidecars:
+        files.append(
+            SealedFile(
+                name=name,
+                role=role,
+                size=digest.size,
+                sha256=digest.sha256,
+                crc32=digest.crc32,
+                content_type=content_type,
+            )
         )
-    )
-    files.append(
-        SealedFile(
-            name=SIGNATURE_NAME,
-            role="signature",
-            size=signature.size,
-            sha256=signature.sha256,
-            crc32=signature.crc32,
-            content_type="text/plain; charset=us-ascii",
-        )
-    )
     return files
