@@ -61,6 +61,12 @@ PROVIDERS: dict[str, tuple[FieldSpec, ...]] = {
         FieldSpec("access_key_id", secret=True, required=True, doc="Access key id."),
         FieldSpec("secret_access_key", secret=True, required=True, doc="Secret access key."),
         FieldSpec("session_token", secret=True, doc="Session token for temporary credentials."),
+        FieldSpec(
+            "checksum",
+            choices=("crc32", "md5"),
+            doc="crc32: per-part CRC-32 flexible checksums (default); md5: for S3-compatible "
+            "stores that reject them, Content-MD5 on every put/part, confirmed by the ETag.",
+        ),
     ),
     "gcs": (
         FieldSpec("bucket", required=True, doc="Bucket name."),

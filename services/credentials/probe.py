@@ -22,12 +22,15 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.events.base import now
 from shared.events.transcodes import SealedFile
 from shared.ids import new_recording_id
 from shared.vault_rpc import Grant
+
+if TYPE_CHECKING:
+    from services.uploader.backend import Backend
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ class ProbeResult:
     key: str
     checksum_algorithm: str
     checksum: str
-    deleted: bool = True  # False: this adapter cannot delete yet; the object was left in place
+    deleted: bool = True  # every adapter deletes; kept for the RPC reply's shape
 
 
 def _provider_code(exc: BaseException) -> str:
@@ -136,37 +139,11 @@ def _created_dirs(provider: str, public: dict[str, Any], key: str) -> list[Path]
     return out
 
 
-async def _delete(backend: Any, key: str) -> bool:
-    """Delete the probe object: the adapter's ``delete`` when it has one, else per provider.
-    False when there is no way to delete with this adapter (the object stays)."""
-    delete = getattr(backend, "delete", None)
-    if delete is not None:
-        await delete(key)
-        return True
-    from services.uploader.file import FileBackend
-    from services.uploader.s3 import S3Backend, classify
-
-    if isinstance(backend, S3Backend):
-        client = await backend._c()
-        try:
-            await client.delete_object(Bucket=backend.bucket, Key=key)
-        except Exception as exc:
-            raise classify(exc, "delete", PROBE_FILE) from exc
-    elif isinstance(backend, FileBackend):
-        from shared.backup import inside
-
-        await asyncio.to_thread(inside(backend.root, key).unlink)
-    else:
-        log.warning("this storage adapter cannot delete; the probe object stays")
-        return False
-    return True
-
-
-async def _forget(backend: Any, key: str) -> None:
+async def _forget(backend: Backend, key: str) -> None:
     """Best effort, a few seconds at most: delete a probe object that may have been written."""
     with contextlib.suppress(Exception):
         async with asyncio.timeout(5):
-            await _delete(backend, key)
+            await backend.delete(key)
 
 
 async def probe(
@@ -226,7 +203,7 @@ async def probe(
                 local.write_bytes(data)
                 remote = await store.upload(local, key, sealed, detached(sealed))
             step = "delete"
-            deleted = await _delete(store, key)
+            await store.delete(key)
     except TimeoutError:
         raise ProbeFailed(
             504,
@@ -237,7 +214,7 @@ async def probe(
         if step == "write" and _provider_code(exc):  # maybe written, not confirmed: clean up
             await _forget(store, key)
         raise explain(exc, step, fix, "config.path" if provider == "file" else "config") from None
-    except OSError as exc:  # the local temp file, or a file destination's delete
+    except OSError as exc:  # the local temp file
         raise ProbeFailed(
             422 if step == "delete" else 503,
             f"The destination test failed: could not {step} the test object "
@@ -262,5 +239,5 @@ async def probe(
         key=key,
         checksum_algorithm=remote.checksum_algorithm,
         checksum=remote.checksum,
-        deleted=deleted,
+        deleted=True,
     )

@@ -235,6 +235,19 @@ class AzureBackend:
             checksum=f"{base64.b64encode(composite).decode()}-{len(blocks)}",
         )
 
+    async def delete(self, key: str) -> None:
+        """Delete the blob at ``key`` (with any snapshots); ``BlobNotFound`` means it is gone."""
+        blob = self._container.get_blob_client(key)
+        name = key.rsplit("/", 1)[-1]
+        try:
+            await blob.delete_blob(delete_snapshots="include")
+        except HttpResponseError as exc:
+            if exc.status_code == 404 and _error_code(exc) == "BlobNotFound":
+                return
+            raise classify(exc, "delete", name) from None
+        except Exception as exc:
+            raise classify(exc, "delete", name) from None
+
     async def _call(self, action: str, name: str, aw: Any) -> Any:
         try:
             return await aw

@@ -36,6 +36,13 @@ class Backend(Protocol):
         cleared once the file is confirmed)."""
         ...
 
+    async def delete(self, key: str) -> None:
+        """Remove the remote object at ``key`` (the adapter's own layout, as for ``upload``).
+
+        An object that is not there is not an error; anything else that stops the delete raises
+        ``TransientUploadError`` / ``PermanentUploadError``."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -50,6 +50,34 @@ class FileBackend:
             return PermanentUploadError(f"{what}; check the folder's path and permissions")
         return TransientUploadError(f"{what}; it will be retried")
 
+    async def delete(self, key: str) -> None:
+        """Remove the file at ``key`` under the folder (a missing one is fine); the folders the
+        key made stay (others' files may be in them)."""
+        name = key.rsplit("/", 1)[-1]
+        if not self.root.is_absolute():
+            raise PermanentUploadError(
+                "the file destination's path must be absolute; fix the destination"
+            )
+        try:
+            target = inside(self.root, key)
+        except UnsafePath:
+            raise PermanentUploadError(
+                f"the remote key of {name} leaves the destination folder; "
+                "fix the destination's prefix or key_template"
+            ) from None
+        try:
+            await asyncio.to_thread(target.unlink, missing_ok=True)
+            await asyncio.to_thread(_fsync_dir, target.parent)
+        except FileNotFoundError:
+            return  # the folder is gone too
+        except OSError as exc:
+            what = f"could not delete {name} under the destination folder ({type(exc).__name__})"
+            if exc.errno in _PERMANENT_ERRNO:
+                raise PermanentUploadError(
+                    f"{what}; check the folder's path and permissions"
+                ) from None
+            raise TransientUploadError(f"{what}; it will be retried") from None
+
     async def upload(
         self, local: Path, key: str, sealed: SealedFile, slot: ResumeSlot
     ) -> RemoteFile:

@@ -247,6 +247,28 @@ class FTPBackend:
             checksum=sealed.sha256,
         )
 
+    async def delete(self, key: str) -> None:
+        """``DELE`` the file at ``key`` under the directory. A 550 is "not there" only if a
+        ``SIZE`` of the same path is refused too (550 also means "not allowed")."""
+        path = self.directory / key
+        name = path.name
+        try:
+            client = await self._connect(name)
+            try:
+                await client.remove_file(path)
+            except aioftp.StatusCodeError as exc:
+                if _codes(exc)[-1:] != ["550"]:
+                    raise classify(exc, "delete", name) from None
+                if await self._size(client, path, name, missing_ok=True) is not None:
+                    raise classify(exc, "delete", name) from None
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError | PermanentUploadError):
+                raise
+            await self.close()  # a connection in an unknown state: never reuse it
+            if isinstance(exc, UploadError):
+                raise
+            raise classify(exc, "delete", name) from None
+
     async def _call(self, action: str, name: str, aw: Any) -> Any:
         try:
             return await aw

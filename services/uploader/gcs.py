@@ -373,6 +373,24 @@ class GCSBackend:
             f"the GCS destination keeps refusing part of {sealed.name}; it will be retried"
         )
 
+    # -- delete ---------------------------------------------------------------------------------
+    async def delete(self, key: str) -> None:
+        """Delete the object at ``key`` (JSON API ``DELETE``); a 404 means it is not there."""
+        session, _ = self._open()
+        name = key.rsplit("/", 1)[-1]
+        url = f"{self.root}/storage/v1/b/{quote(self.bucket, safe='')}/o/{quote(key, safe='')}"
+        try:
+            async with session.delete(url, headers=await self._auth(name)) as resp:
+                text = await resp.text()
+                status = resp.status
+        except UploadError:
+            raise
+        except Exception as exc:
+            raise unreachable(exc, "delete", name) from None
+        if status in (200, 204, 404):
+            return
+        raise classify_status(status, text, "delete", name)
+
     # -- confirmation ---------------------------------------------------------------------------
     async def _confirm(
         self, key: str, sealed: SealedFile, resource: dict[str, Any] | None, expected: str

@@ -10,6 +10,12 @@
   is downloaded and re-hashed instead of trusting the provider's checksum (the only proof on
   stores that do not validate checksums, moto among them).
 
+``checksum=md5`` (for S3-compatible stores that reject the flexible checksum headers): no
+``ChecksumAlgorithm`` at all; every put / part carries ``Content-MD5`` instead, and the object is
+confirmed by its ETag, which must be our MD5 (single put) or the MD5 of the concatenated raw part
+MD5s with ``-N`` (multipart). A store whose ETag is not an MD5 (SSE-KMS, ...) needs
+``verify=readback``. The event's checksum is then ``MD5``, the ETag's hex value.
+
 The SHA-256 of the local file is computed in the same single pass that feeds the parts; a
 mismatch aborts the multipart upload (nothing becomes visible) and is a permanent error.
 
@@ -59,6 +65,7 @@ from .resume import ResumeSlot
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STATE_KIND = "s3-multipart"
+CHECKSUMS = ("crc32", "md5")
 
 PERMANENT_CODES = {
     "AccessDenied",
@@ -104,6 +111,19 @@ def composite_crc32(part_crcs: list[int]) -> str:
     """What S3 stores for a multipart CRC-32 upload: CRC-32 of the raw part checksums, -N."""
     raw = b"".join(c.to_bytes(4, "big") for c in part_crcs)
     return f"{b64_crc32(crc32(raw))}-{len(part_crcs)}"
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _md5(data: bytes) -> bytes:
+    return hashlib.md5(data, usedforsecurity=False).digest()
+
+
+def composite_md5(part_md5s: list[bytes]) -> str:
+    """An S3 multipart ETag: MD5 of the concatenated raw part MD5s (hex), ``-N``."""
+    return f"{md5_hex(b''.join(part_md5s))}-{len(part_md5s)}"
 
 
 def same_checksum(stored: str, expected: str) -> bool:
@@ -173,6 +193,12 @@ class S3Backend:
         self.part_size = part_size
         self.part_concurrency = max(1, part_concurrency)
         self.verify = verify_mode(config) or "checksum"
+        self.checksum = str(config.get("checksum") or "crc32")
+        if self.checksum not in CHECKSUMS:
+            raise PermanentUploadError(
+                "the S3 destination's checksum must be crc32 or md5; fix the destination"
+            )
+        self._checksum_mode = {} if self.checksum == "md5" else {"ChecksumMode": "ENABLED"}
         endpoint = config.get("endpoint_url") or None
         aio_config = AioConfig(
             region_name=config.get("region") or "us-east-1",
@@ -242,9 +268,22 @@ class S3Backend:
             uri=f"s3://{self.bucket}/{key}",
             size=sealed.size,
             sha256=sealed.sha256,
-            checksum_algorithm="CRC32",
+            checksum_algorithm="MD5" if self.checksum == "md5" else "CRC32",
             checksum=stored,
         )
+
+    async def delete(self, key: str) -> None:
+        """Delete the object at ``key``; S3 answers a missing key with success (204) as well."""
+        client = await self._c()
+        try:
+            await client.delete_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            code = str((exc.response.get("Error") or {}).get("Code", ""))
+            if code == "NoSuchKey":  # some S3-compatible stores say so instead of 204
+                return
+            raise classify(exc, "delete", _leaf(key)) from None
+        except Exception as exc:
+            raise classify(exc, "delete", _leaf(key)) from None
 
     async def _abort_stale(self, client: Any, key: str, name: str, keep: str | None) -> None:
         """Multipart uploads of this key that are not ours to resume: abort them (best effort)."""
@@ -295,20 +334,21 @@ class S3Backend:
         reader = LocalReader(local, sealed, self.part_size)
         body = b"".join([c async for c in reader.chunks()])
         reader.verify()  # before a single byte is sent
-        checksum = b64_crc32(crc32(body))
-        await self._call(
-            "upload",
-            sealed.name,
-            client.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=body,
-                ContentType=sealed.content_type,
-                Metadata={"sha256": sealed.sha256},
-                ChecksumAlgorithm="CRC32",
-                ChecksumCRC32=checksum,
-            ),
-        )
+        args: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Body": body,
+            "ContentType": sealed.content_type,
+            "Metadata": {"sha256": sealed.sha256},
+        }
+        if self.checksum == "md5":
+            digest = await asyncio.to_thread(_md5, body)
+            args["ContentMD5"] = base64.b64encode(digest).decode()
+            checksum = digest.hex()
+        else:
+            checksum = b64_crc32(crc32(body))
+            args.update(ChecksumAlgorithm="CRC32", ChecksumCRC32=checksum)
+        await self._call("upload", sealed.name, client.put_object(**args))
         return checksum
 
     async def _multipart(
@@ -318,13 +358,20 @@ class S3Backend:
         upload_id: str | None = None
         held: dict[int, dict[str, Any]] = {}
         state = slot.load(STATE_KIND)
-        if state and state.get("bucket") == self.bucket and state.get("key") == key:
+        if (
+            state
+            and state.get("bucket") == self.bucket
+            and state.get("key") == key
+            and state.get("checksum", "crc32") == self.checksum
+        ):
             found = await self._held_parts(client, key, str(state["upload_id"]), sealed.name)
             if found is not None:
                 upload_id, held = str(state["upload_id"]), found
                 part_size = int(state["part_size"])
         await self._abort_stale(client, key, sealed.name, keep=upload_id)
+        md5_mode = self.checksum == "md5"
         if upload_id is None:
+            extra = {} if md5_mode else {"ChecksumAlgorithm": "CRC32"}
             created = await self._call(
                 "start the multipart upload of",
                 sealed.name,
@@ -333,13 +380,19 @@ class S3Backend:
                     Key=key,
                     ContentType=sealed.content_type,
                     Metadata={"sha256": sealed.sha256},
-                    ChecksumAlgorithm="CRC32",
+                    **extra,
                 ),
             )
             upload_id = str(created["UploadId"])
             slot.save(
                 STATE_KIND,
-                {"bucket": self.bucket, "key": key, "upload_id": upload_id, "part_size": part_size},
+                {
+                    "bucket": self.bucket,
+                    "key": key,
+                    "upload_id": upload_id,
+                    "part_size": part_size,
+                    "checksum": self.checksum,
+                },
             )
         elif held:
             log.info(
@@ -351,20 +404,27 @@ class S3Backend:
         try:
             reader = LocalReader(local, sealed, part_size)
             parts: list[dict[str, Any]] = []
-            crcs: list[int] = []
+            sums: list[Any] = []  # each part's CRC-32 (int) or MD5 (raw bytes)
             skipped = 0
             # Up to part_concurrency parts in flight: memory stays under (concurrency + 1) parts.
             sending: set[asyncio.Task[None]] = set()
             try:
-                async for chunk, crc in reader.chunks_with(crc32):
+                fn: Any = _md5 if md5_mode else crc32
+                async for chunk, digest in reader.chunks_with(fn):
                     number = len(parts) + 1
-                    crc_b64 = b64_crc32(crc)
-                    part = {"ETag": "", "PartNumber": number, "ChecksumCRC32": crc_b64}
+                    part: dict[str, Any] = {"ETag": "", "PartNumber": number}
+                    if md5_mode:
+                        same = _same_md5_part(held.get(number), len(chunk), digest.hex())
+                    else:
+                        part["ChecksumCRC32"] = b64_crc32(digest)
+                        prior = held.get(number)
+                        same = prior is not None and await _same_part(
+                            prior, chunk, part["ChecksumCRC32"]
+                        )
                     parts.append(part)
-                    crcs.append(crc)
-                    prior = held.get(number)
-                    if prior is not None and await _same_part(prior, chunk, crc_b64):
-                        part["ETag"] = prior["ETag"]
+                    sums.append(digest)
+                    if same:
+                        part["ETag"] = held[number]["ETag"]
                         skipped += len(chunk)
                         continue
                     while len(sending) >= self.part_concurrency:
@@ -373,9 +433,10 @@ class S3Backend:
                         )
                         for task in done:
                             task.result()  # the first failure stops the upload
+                    md5 = digest if md5_mode else None
                     sending.add(
                         asyncio.create_task(
-                            self._send_part(client, key, upload_id, part, chunk, sealed.name)
+                            self._send_part(client, key, upload_id, part, chunk, sealed.name, md5)
                         )
                     )
                     del chunk
@@ -407,7 +468,7 @@ class S3Backend:
                 ),
             )
             completed = True
-            return composite_crc32(crcs)
+            return composite_md5(sums) if md5_mode else composite_crc32(sums)
         except PermanentUploadError:
             keep_open = False
             raise
@@ -429,8 +490,32 @@ class S3Backend:
         part: dict[str, Any],
         chunk: bytes,
         name: str,
+        md5: bytes | None = None,
     ) -> None:
-        number, crc_b64 = part["PartNumber"], part["ChecksumCRC32"]
+        number = part["PartNumber"]
+        if md5 is not None:
+            resp = await self._call(
+                f"upload part {number} of",
+                name,
+                client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=chunk,
+                    ContentMD5=base64.b64encode(md5).decode(),
+                ),
+            )
+            etag = str(resp["ETag"])
+            # A non-MD5 ETag (SSE-KMS...) is refused at confirmation unless verify=readback.
+            if len(etag.strip('"')) == 32 and etag.strip('"') != md5.hex():
+                raise TransientUploadError(
+                    f"the S3 destination stored part {number} of {name} with another MD5 than "
+                    "was sent; it will be retried"
+                )
+            part["ETag"] = etag
+            return
+        crc_b64 = part["ChecksumCRC32"]
         resp = await self._call(
             f"upload part {number} of",
             name,
@@ -456,7 +541,8 @@ class S3Backend:
         head = await self._call(
             "confirm",
             sealed.name,
-            client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"),
+            # checksum=md5: no x-amz-checksum-mode either (the store may refuse any such header)
+            client.head_object(Bucket=self.bucket, Key=key, **self._checksum_mode),
         )
         if int(head.get("ContentLength", -1)) != sealed.size:
             raise TransientUploadError(
@@ -470,7 +556,23 @@ class S3Backend:
             )
         if self.verify == "readback":
             await self._readback(client, key, sealed)
+            if self.checksum == "md5":
+                return checksum
             return str(head.get("ChecksumCRC32") or checksum)
+        if self.checksum == "md5":
+            etag = str(head.get("ETag") or "").strip('"')
+            value, _, count = etag.partition("-")
+            if len(value) != 32 or (count and not count.isdigit()):
+                raise PermanentUploadError(
+                    f"the S3 destination's ETag for {sealed.name} is not an MD5, so the upload "
+                    "cannot be confirmed; set the destination's verify to readback"
+                )
+            if etag != checksum:
+                raise TransientUploadError(
+                    f"the S3 destination stored {sealed.name} with another MD5 than was sent; "
+                    "it will be sent again"
+                )
+            return checksum
         stored = head.get("ChecksumCRC32")
         if not stored:
             raise PermanentUploadError(
@@ -502,6 +604,18 @@ class S3Backend:
                 f"the copy of {sealed.name} read back from the S3 destination differs from the "
                 "backup; it will be sent again"
             )
+
+
+def _leaf(key: str) -> str:
+    """The file name at the end of a key (errors name the file, as uploads do)."""
+    return key.rsplit("/", 1)[-1]
+
+
+def _same_md5_part(prior: dict[str, Any] | None, size: int, md5: str) -> bool:
+    """Does a part an open (MD5-mode) upload already holds equal these local bytes?"""
+    if prior is None or int(prior.get("Size", -1)) != size:
+        return False
+    return bool(str(prior.get("ETag", "")).strip('"') == md5)
 
 
 async def _same_part(prior: dict[str, Any], chunk: bytes, crc_b64: str) -> bool:

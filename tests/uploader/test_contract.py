@@ -2,7 +2,8 @@
 (Azurite), FTP and FTPS (pyftpdlib, explicit TLS, with a HASH command).
 
 Each backend: upload, confirm, purge; transient failure then success; permanent failure, retained,
-then re-send; kill -9 mid-upload, then resume from what already arrived. The uploader is a real
+then re-send; kill -9 mid-upload, then resume from what already arrived; the adapter's own delete
+(gone afterwards, a second delete is fine). The uploader is a real
 process, with a real vault, NATS and PostgreSQL; a proxy sits between it and the storage server.
 """
 
@@ -10,15 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
 
+from services.uploader.backend import build
+from services.uploader.resume import detached
 from shared.embedded import NatsServer
 from shared.events import uploads as up
+from shared.events.transcodes import SealedFile
 from shared.ids import new_tenant_id
+from shared.providers import split_config
+from shared.vault_rpc import Grant
 from tests.credentials.helpers import VaultClient
 from tests.servers import ServiceProcess
 
@@ -223,3 +230,36 @@ async def test_kill_9_mid_upload_resumes_from_what_arrived(
         )
     assert len(await uploads(js, backup.recording_id, "uploaded")) == 1
     assert not backup.folder.exists()
+
+
+async def test_delete_removes_the_object_and_a_second_delete_is_fine(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in store.uploader_env().items():  # FTPS: trust the test server's certificate
+        monkeypatch.setenv(name, value)
+    store.prepare()
+    public, secret = split_config(store.provider, store.config())
+    backend = build(Grant(provider=store.provider, config=public, secret=secret), part_size=5 * MIB)
+    data = b"delete me " * 1000
+    local = tmp_path / "gone.bin"
+    local.write_bytes(data)
+    sealed = SealedFile(
+        name="gone.bin",
+        role="checksums",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        crc32=zlib.crc32(data),
+    )
+    key, kept = "calls/t1/2026-01-02/rec1/gone.bin", "calls/t1/2026-01-02/rec1/kept.bin"
+    try:
+        for k in (key, kept):
+            await backend.upload(local, k, sealed, detached(sealed))
+        assert store.keys() == sorted([key, kept])
+        await backend.delete(key)
+        assert store.keys() == [kept]  # gone, and nothing else touched
+        await backend.delete(key)  # not there any more: not an error
+        await backend.delete("calls/never/written.bin")
+        assert store.keys() == [kept]
+        assert store.read(kept) == data
+    finally:
+        await backend.close()
