@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from shared.events import event_id, now
 from shared.events import uploads as ev
@@ -53,51 +54,37 @@ def will_retry(attempt: int, max_attempts: int, transient: bool) -> bool:
     return transient and attempt < max_attempts
 
 
+def _envelope(job: Job, *id_parts: object) -> dict[str, Any]:
+    """The fields every job event shares; the id is built from ``id_parts`` (the fact)."""
+    return {
+        "event_id": event_id(job.recording_id, *id_parts),
+        "recording_id": job.recording_id,
+        "tenant_id": job.tenant_id,
+        "occurred_at": now(),
+        "job_id": job.job_id,
+        "destination_id": job.destination_id,
+    }
+
+
 def attempt_started(job: Job) -> ev.UploadAttemptStarted:
     return ev.UploadAttemptStarted(
-        event_id=event_id(job.recording_id, "attempt_started", job.job_id),
-        recording_id=job.recording_id,
-        tenant_id=job.tenant_id,
-        occurred_at=now(),
-        job_id=job.job_id,
-        attempt=job.attempt,
-        destination_id=job.destination_id,
-        trigger=job.trigger,
+        **_envelope(job, "attempt_started", job.job_id), attempt=job.attempt, trigger=job.trigger
     )
 
 
 def file_uploaded(job: Job, remote: ev.RemoteFile) -> ev.FileUploaded:
     return ev.FileUploaded(
-        event_id=event_id(job.recording_id, "file_uploaded", job.delivery, remote.name),
-        recording_id=job.recording_id,
-        tenant_id=job.tenant_id,
-        occurred_at=now(),
-        job_id=job.job_id,
-        destination_id=job.destination_id,
-        file=remote,
+        **_envelope(job, "file_uploaded", job.delivery, remote.name), file=remote
     )
 
 
 def uploaded(job: Job, files: list[ev.RemoteFile]) -> ev.RecordingUploaded:
-    return ev.RecordingUploaded(
-        event_id=event_id(job.recording_id, "uploaded", job.delivery),
-        recording_id=job.recording_id,
-        tenant_id=job.tenant_id,
-        occurred_at=now(),
-        job_id=job.job_id,
-        destination_id=job.destination_id,
-        files=files,
-    )
+    return ev.RecordingUploaded(**_envelope(job, "uploaded", job.delivery), files=files)
 
 
 def failed(job: Job, reason: str, *, transient: bool, retry: bool) -> ev.UploadFailed:
     return ev.UploadFailed(
-        event_id=event_id(job.recording_id, "upload_failed", job.job_id),
-        recording_id=job.recording_id,
-        tenant_id=job.tenant_id,
-        occurred_at=now(),
-        job_id=job.job_id,
-        destination_id=job.destination_id,
+        **_envelope(job, "upload_failed", job.job_id),
         reason=reason,
         transient=transient,
         will_retry=retry,
@@ -105,15 +92,7 @@ def failed(job: Job, reason: str, *, transient: bool, retry: bool) -> ev.UploadF
 
 
 def retained(job: Job, reason: str) -> ev.RecordingRetained:
-    return ev.RecordingRetained(
-        event_id=event_id(job.recording_id, "retained", job.job_id),
-        recording_id=job.recording_id,
-        tenant_id=job.tenant_id,
-        occurred_at=now(),
-        job_id=job.job_id,
-        destination_id=job.destination_id,
-        reason=reason,
-    )
+    return ev.RecordingRetained(**_envelope(job, "retained", job.job_id), reason=reason)
 
 
 def backup_purged(
