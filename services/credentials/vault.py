@@ -240,6 +240,17 @@ class Vault:
         )
         return DestinationReply(destination=view_of(row))
 
+    def _decrypt(self, row: store.DestinationRow) -> bytearray:
+        """The row's secret JSON in a buffer the caller must wipe; raises on any failure."""
+        return crypto.decrypt_secret(
+            self.ring.current(),
+            row.tenant_id,
+            row.destination_id,
+            row.ciphertext,
+            row.wrapped_key,
+            row.key_version,
+        )
+
     async def test(self, q: DestinationQuery) -> ProbeReply:
         """Probe a stored destination with its stored credentials (``destinations test``)."""
         problem = _check_query(q)
@@ -254,14 +265,7 @@ class Vault:
         secret: dict[str, Any] = {}
         try:
             try:
-                secret_json = crypto.decrypt_secret(
-                    self.ring.current(),
-                    row.tenant_id,
-                    row.destination_id,
-                    row.ciphertext,
-                    row.wrapped_key,
-                    row.key_version,
-                )
+                secret_json = self._decrypt(row)
             except (aead.AeadError, crypto.UnknownKeyVersion) as exc:
                 return ProbeReply(problem=_undecryptable(exc))
             secret = msgspec.json.decode(secret_json, type=dict[str, Any])
@@ -322,14 +326,7 @@ class Vault:
         grant_json = bytearray()
         try:
             try:
-                secret_json = crypto.decrypt_secret(
-                    self.ring.current(),
-                    row.tenant_id,
-                    row.destination_id,
-                    row.ciphertext,
-                    row.wrapped_key,
-                    row.key_version,
-                )
+                secret_json = self._decrypt(row)
             except (aead.AeadError, crypto.UnknownKeyVersion) as exc:
                 reason = _undecryptable(exc).message
                 log.error("grant failed", extra={"job_id": req.job_id, "reason": reason})
