@@ -44,7 +44,7 @@ from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRet
 from shared.events.transcodes import SealedFile
 from shared.events.uploads import RemoteFile
 
-from .backend import LocalReader, check_local, verify_mode
+from .backend import LocalReader, Readback, check_local, verify_mode
 from .errors import PermanentUploadError, TransientUploadError, UploadError
 from .resume import ResumeSlot
 
@@ -288,17 +288,11 @@ class AzureBackend:
             )
 
     async def _readback(self, blob: Any, sealed: SealedFile) -> None:
-        sha = hashlib.sha256()
-        size = 0
+        readback = Readback()
         try:
             downloader = await blob.download_blob()
             async for chunk in downloader.chunks():
-                await asyncio.to_thread(sha.update, chunk)
-                size += len(chunk)
+                await readback.update(chunk)
         except Exception as exc:
             raise classify(exc, "download", sealed.name) from None
-        if size != sealed.size or sha.hexdigest() != sealed.sha256:
-            raise TransientUploadError(
-                f"the copy of {sealed.name} read back from the Azure destination differs from "
-                "the backup; it will be sent again"
-            )
+        readback.check(sealed, "the Azure destination")

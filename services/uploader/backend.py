@@ -109,6 +109,25 @@ def mismatch(sealed: SealedFile, size: int) -> LocalIntegrityError:
     )
 
 
+class Readback:
+    """Hashes a copy read back from the destination and compares it with the sealed file."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    async def update(self, chunk: bytes) -> None:
+        await asyncio.to_thread(self._sha.update, chunk)  # keep the loop free on large files
+        self.size += len(chunk)
+
+    def check(self, sealed: SealedFile, where: str) -> None:
+        if self.size != sealed.size or self._sha.hexdigest() != sealed.sha256:
+            raise TransientUploadError(
+                f"the copy of {sealed.name} read back from {where} differs from the backup; "
+                "it will be sent again"
+            )
+
+
 class LocalReader:
     """Reads one file in chunks of ``chunk`` bytes off the event loop, hashing SHA-256 as it
     goes: one pass, at most one chunk in memory."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 import secrets
@@ -34,7 +33,7 @@ import aioftp
 from shared.events.transcodes import SealedFile
 from shared.events.uploads import RemoteFile
 
-from .backend import LocalReader, check_local, verify_mode
+from .backend import LocalReader, Readback, check_local, verify_mode
 from .errors import PermanentUploadError, TransientUploadError, UploadError
 from .layout import unsafe_segment
 from .resume import ResumeSlot
@@ -338,20 +337,14 @@ class FTPBackend:
     async def _readback(
         self, client: aioftp.Client, path: PurePosixPath, sealed: SealedFile
     ) -> None:
-        sha = hashlib.sha256()
-        size = 0
+        readback = Readback()
         try:
             async with client.download_stream(path) as stream:
                 async for chunk in stream.iter_by_block(CHUNK):
-                    await asyncio.to_thread(sha.update, chunk)
-                    size += len(chunk)
+                    await readback.update(chunk)
         except Exception as exc:
             raise classify(exc, "download", sealed.name) from None
-        if size != sealed.size or sha.hexdigest() != sealed.sha256:
-            raise TransientUploadError(
-                f"the copy of {sealed.name} read back from the FTP server differs from the "
-                "backup; it will be sent again"
-            )
+        readback.check(sealed, "the FTP server")
 
     async def _rename(
         self, client: aioftp.Client, temp: PurePosixPath, final: PurePosixPath, name: str

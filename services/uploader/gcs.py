@@ -23,10 +23,8 @@ touching ``STORAGE_EMULATOR_HOST``: other jobs in this process keep their own en
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-import hashlib
 import io
 import logging
 import re
@@ -42,7 +40,7 @@ from gcloud.aio.storage import Storage
 from shared.events.transcodes import SealedFile
 from shared.events.uploads import RemoteFile
 
-from .backend import LocalReader, check_local, verify_mode
+from .backend import LocalReader, Readback, check_local, verify_mode
 from .errors import PermanentUploadError, TransientUploadError, UploadError
 from .resume import ResumeSlot
 
@@ -435,27 +433,21 @@ class GCSBackend:
 
     async def _readback(self, key: str, sealed: SealedFile) -> None:
         _, storage = self._open()
-        sha = hashlib.sha256()
-        size = 0
+        readback = Readback()
         action = "download"
         try:
             stream = await storage.download_stream(
                 self.bucket, key, headers=await self._auth(sealed.name)
             )
             while chunk := await stream.read(1 << 20):
-                await asyncio.to_thread(sha.update, chunk)
-                size += len(chunk)
+                await readback.update(chunk)
         except aiohttp.ClientResponseError as exc:
             raise classify_status(exc.status, "", action, sealed.name) from None
         except UploadError:
             raise
         except Exception as exc:
             raise unreachable(exc, action, sealed.name) from None
-        if size != sealed.size or sha.hexdigest() != sealed.sha256:
-            raise TransientUploadError(
-                f"the copy of {sealed.name} read back from the GCS destination differs from the "
-                "backup; it will be sent again"
-            )
+        readback.check(sealed, "the GCS destination")
 
 
 def _held_from(header: str | None) -> int:

@@ -58,7 +58,7 @@ from isal.isal_zlib import crc32
 from shared.events.transcodes import SealedFile
 from shared.events.uploads import RemoteFile
 
-from .backend import LocalReader, check_local, verify_mode
+from .backend import LocalReader, Readback, check_local, verify_mode
 from .errors import PermanentUploadError, TransientUploadError, UploadError
 from .resume import ResumeSlot
 
@@ -590,20 +590,14 @@ class S3Backend:
         resp = await self._call(
             "download", sealed.name, client.get_object(Bucket=self.bucket, Key=key)
         )
-        sha = hashlib.sha256()
-        size = 0
+        readback = Readback()
         try:
             async with resp["Body"] as stream:
                 while chunk := await stream.read(1 << 20):
-                    sha.update(chunk)
-                    size += len(chunk)
+                    await readback.update(chunk)
         except Exception as exc:
             raise classify(exc, "download", sealed.name) from None
-        if size != sealed.size or sha.hexdigest() != sealed.sha256:
-            raise TransientUploadError(
-                f"the copy of {sealed.name} read back from the S3 destination differs from the "
-                "backup; it will be sent again"
-            )
+        readback.check(sealed, "the S3 destination")
 
 
 def _leaf(key: str) -> str:
