@@ -8,9 +8,11 @@ it uses at most one core; its CPU time per grant is measured too (``/proc/<pid>/
 gives grants per second per core. (Pinning both to one CPU was tried: with nats-server and
 PostgreSQL also scheduled there, loopback sends got several times slower; not pinned.)
 One destination; for every grant a recording is started and an upload attempt announced, so
-each request is a genuine, never-granted job (the vault reads both events from JetStream, records
-the grant in PostgreSQL, decrypts, seals to the request's fresh X25519 key and publishes the
-audit event before it replies).
+each request is a genuine, never-granted job. The vault checks both events (copied into its
+memory as JetStream stores them, else read from the stream), reads the destination row (cached
+until PostgreSQL announces a change), decrypts, seals to the request's fresh X25519 key and
+publishes the audit event, which is also the job's once-only lock, before it replies. For the
+sequential grants each job is announced just before its request, as the uploader does.
 
 Timed: the request/reply round trip as the uploader sees it (the X25519 key is made before).
 Sequential round trips give p50/p99 latency; many in flight give grants per second.
@@ -63,9 +65,16 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _sequential(call: Callable[[int], Awaitable[None]], n: int, offset: int) -> list[float]:
+async def _sequential(
+    call: Callable[[int], Awaitable[None]],
+    n: int,
+    offset: int,
+    before: Callable[[int], Awaitable[None]] | None = None,
+) -> list[float]:
     out = []
     for i in range(n):
+        if before is not None:
+            await before(offset + i)  # not timed
         t0 = time.perf_counter()
         await call(offset + i)
         out.append(time.perf_counter() - t0)
@@ -186,12 +195,13 @@ async def _measure(url: str, passwords: dict[str, str], vault_pid: int) -> list[
     assert created.destination is not None, created.problem
     dest = created.destination.destination_id
 
-    # Every grant gets its own recording and announced job (not timed).
+    # Every grant gets its own recording (not timed) and its own job, announced (not timed) as
+    # the uploader does: just before the sequential grants, all at once for the concurrent ones.
     rids = [new_recording_id() for _ in range(total)]
     ajs, ujs = api.jetstream(), uploader.jetstream()
     sem = asyncio.Semaphore(256)
 
-    async def announce(rid: str) -> None:
+    async def start(rid: str) -> None:
         async with sem:
             await natsio.publish(
                 ajs,
@@ -205,6 +215,10 @@ async def _measure(url: str, passwords: dict[str, str], vault_pid: int) -> list[
                     whip_token_sha256="0" * 64,
                 ),
             )
+
+    async def announce(i: int) -> None:
+        rid = rids[i]
+        async with sem:
             await natsio.publish(
                 ujs,
                 up_events.UploadAttemptStarted(
@@ -218,7 +232,8 @@ async def _measure(url: str, passwords: dict[str, str], vault_pid: int) -> list[
                 ),
             )
 
-    await asyncio.gather(*(announce(r) for r in rids))
+    await asyncio.gather(*(start(r) for r in rids))
+    await asyncio.gather(*(announce(i) for i in range(WARMUP + SEQUENTIAL, total)))
     requests = [
         msgspec.json.encode(
             vault_rpc.GrantRequest(
@@ -258,9 +273,9 @@ async def _measure(url: str, passwords: dict[str, str], vault_pid: int) -> list[
         )
 
     # Warm both paths, then alternate so neither gets a quieter machine.
-    await _sequential(grant, WARMUP, 0)
+    await _sequential(grant, WARMUP, 0, before=announce)
     await _sequential(echo_call, WARMUP, 0)
-    seq_grant = await _sequential(grant, SEQUENTIAL, WARMUP)
+    seq_grant = await _sequential(grant, SEQUENTIAL, WARMUP, before=announce)
     seq_echo = await _sequential(echo_call, SEQUENTIAL, WARMUP)
     off = WARMUP + SEQUENTIAL
     cpu0 = _cpu_seconds(vault_pid)

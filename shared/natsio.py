@@ -44,6 +44,13 @@ class Reject(Exception):
     """The message can never be handled; send it to the dead-letter stream with the reason."""
 
 
+class SubjectTaken(Exception):
+    """A ``first_on_subject`` publish found a message already stored on its subject."""
+
+
+WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for a failed Nats-Expected-Last-* check
+
+
 def inbox_prefix(user: str | None) -> str:
     """Where replies to ``user`` go: a prefix of its own, so NATS permissions can let each user
     subscribe to its own replies only (``_INBOX_<user>.>``), never to another service's."""
@@ -100,20 +107,30 @@ async def ensure_streams(js: JetStreamContext, specs: Sequence[StreamSpec] = STR
         await ensure_stream(js, spec)
 
 
-async def publish(js: JetStreamContext, event: Event, *, timeout: float = 10.0) -> api.PubAck:
+async def publish(
+    js: JetStreamContext, event: Event, *, timeout: float = 10.0, first_on_subject: bool = False
+) -> api.PubAck:
     """Publish ``event`` to its stream, retrying until JetStream acknowledges it.
 
-    Retrying is safe: the Nats-Msg-Id makes a second copy a duplicate the server drops.
+    Retrying is safe: the Nats-Msg-Id makes a second copy a duplicate the server drops (the ack
+    says ``duplicate``). With ``first_on_subject`` the server stores it only if its subject holds
+    no message yet, atomically and durably, and ``SubjectTaken`` says it did.
     """
     subject = stream_of(event).subject(event)
     data = encode(event)
     headers = {"Nats-Msg-Id": event.event_id}
+    if first_on_subject:
+        headers["Nats-Expected-Last-Subject-Sequence"] = "0"
     delay = 0.1
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         try:
             return await js.publish(subject, data, headers=headers, timeout=2.0)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                raise SubjectTaken(subject) from None
+            raise
         except (
             nats.errors.TimeoutError,
             nats.js.errors.NoStreamResponseError,

@@ -42,7 +42,9 @@ from shared.vault_rpc import (
 
 from . import store
 from .config import VaultConfig
+from .facts import Facts
 from .keys import KeyRing, load_vault_key
+from .rows import RowCache
 from .vault import Vault
 
 log = logging.getLogger(__name__)
@@ -165,8 +167,12 @@ async def serve(ctx: ServiceContext[VaultConfig]) -> None:
     pool = await store.connect(cfg.database_url, max_size=size)
     ctx.stack.push_async_callback(pool.close)
     await store.create_schema(pool)
-    grant_pool = await store.connect(cfg.database_url, max_size=size, fsync_commits=False)
-    ctx.stack.push_async_callback(grant_pool.close)
+    rows = RowCache(pool, cfg.database_url)
+    await rows.start()
+    ctx.stack.push_async_callback(rows.stop)
+    facts = Facts(ctx.js)
+    await facts.follow()
+    ctx.stack.push_async_callback(facts.stop)
     vault = Vault(
         ring=ring,
         vault_key=vault_key,
@@ -174,7 +180,8 @@ async def serve(ctx: ServiceContext[VaultConfig]) -> None:
         js=ctx.js,
         max_credential_chars=cfg.max_credential_chars,
         probe_timeout_s=cfg.probe_timeout_s,
-        grant_pool=grant_pool,
+        facts=facts,
+        rows=rows,
     )
     workers = Workers(cfg.vault_concurrency)
     subs: list[Subscription] = []

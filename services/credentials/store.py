@@ -1,4 +1,4 @@
-"""PostgreSQL schema ``vault``: destinations (ciphertexts only) and granted jobs.
+"""PostgreSQL schema ``vault``: destinations (ciphertexts only). Grants live in the VAULT stream.
 
 Every query names the tenant: a tenant can never read, list or delete another tenant's row.
 """
@@ -17,6 +17,7 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 SCHEMA_LOCK = 0x7265737661756C74  # pg_advisory_xact_lock id: "resvault"
+CHANGED_CHANNEL = "vault_destination_changed"  # NOTIFY payload: the destination id, nothing else
 
 SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS vault;
@@ -34,15 +35,15 @@ CREATE TABLE IF NOT EXISTS vault.destinations (
     created_at     timestamptz NOT NULL DEFAULT now(),
     UNIQUE (tenant_id, name)
 );
-CREATE TABLE IF NOT EXISTS vault.grants (
-    job_id         text PRIMARY KEY,
-    recording_id   text NOT NULL,
-    tenant_id      text NOT NULL,
-    destination_id text NOT NULL,
-    requester      text NOT NULL,
-    key_version    integer NOT NULL,
-    granted_at     timestamptz NOT NULL DEFAULT now()
-);
+-- Every update (key rewrap) or delete is announced, so caches of rows (rows.py) drop them.
+CREATE OR REPLACE FUNCTION vault.destination_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('vault_destination_changed', OLD.destination_id);
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS destination_changed ON vault.destinations;
+CREATE TRIGGER destination_changed AFTER UPDATE OR DELETE ON vault.destinations
+    FOR EACH ROW EXECUTE FUNCTION vault.destination_changed();
 """
 
 
@@ -69,15 +70,9 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def connect(
-    url: str, *, attempts: int = 30, max_size: int = 5, fsync_commits: bool = True
-) -> asyncpg.Pool:
-    """A pool to ``url``, retried while the database is still starting. With
-    ``fsync_commits=False`` its commits return before the WAL is flushed
-    (``synchronous_commit=off``: a database crash may lose the last fraction of a second of
-    them, never corrupt anything); only grant records use such a pool."""
+async def connect(url: str, *, attempts: int = 30, max_size: int = 5) -> asyncpg.Pool:
+    """A pool to ``url``, retried while the database is still starting."""
     delay = 0.2
-    settings = {} if fsync_commits else {"synchronous_commit": "off"}
     for attempt in range(1, attempts + 1):
         try:
             pool = await asyncpg.create_pool(
@@ -85,7 +80,6 @@ async def connect(
                 min_size=1,
                 max_size=max_size,
                 init=_init_connection,
-                server_settings=settings,
             )
             assert pool is not None
             return pool
@@ -198,31 +192,6 @@ async def delete_destination(
         name,
     )
     return _row(record) if record else None
-
-
-async def record_grant(
-    pool: asyncpg.Pool,
-    *,
-    job_id: str,
-    recording_id: str,
-    tenant_id: str,
-    destination_id: str,
-    requester: str,
-    key_version: int,
-) -> bool:
-    """Insert the job; False if it was granted before (the primary key makes this atomic)."""
-    status = await pool.execute(
-        """INSERT INTO vault.grants
-               (job_id, recording_id, tenant_id, destination_id, requester, key_version)
-           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_id) DO NOTHING""",
-        job_id,
-        recording_id,
-        tenant_id,
-        destination_id,
-        requester,
-        key_version,
-    )
-    return bool(status == "INSERT 0 1")
 
 
 # --- key management (``resguardo keys``) -------------------------------------------------------

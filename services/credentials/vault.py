@@ -24,8 +24,6 @@ from nats.js import JetStreamContext
 
 from shared import natsio, sealedbox
 from shared.events import event_id, now
-from shared.events import recordings as rec_events
-from shared.events import uploads as up_events
 from shared.events import vault as vault_events
 from shared.ids import TENANT_ID_RE, is_recording_id, is_safe_name, new_destination_id
 from shared.providers import FieldError, fields_of, split_config
@@ -47,7 +45,9 @@ from shared.vault_rpc import (
 )
 
 from . import aead, crypto, probe, store
+from .facts import Facts
 from .keys import KeyRing
+from .rows import RowCache
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,9 @@ class Vault:
     pool: asyncpg.Pool
     js: JetStreamContext
     max_credential_chars: int
+    facts: Facts
+    rows: RowCache
     probe_timeout_s: float = 20.0
-    # Grant records only: committed without waiting for fsync (see ``grant``); None: ``pool``.
-    grant_pool: asyncpg.Pool | None = None
 
     # -- destinations ---------------------------------------------------------------------------
     def public_key(self) -> VaultKeyReply:
@@ -234,6 +234,7 @@ class Vault:
         )
         if row is None:
             return _not_found(q)
+        self.rows.forget(row.destination_id)  # the trigger tells every other vault too
         log.info(
             "destination deleted (its data key is gone with it)",
             extra={"tenant_id": row.tenant_id, "destination_id": row.destination_id},
@@ -341,24 +342,25 @@ class Vault:
             if secret_json is not None:
                 aead.wipe(secret_json)
             aead.wipe(grant_json)
-        # The audit entry is durable (JetStream, fsync) before the grant leaves. Its message id is
-        # the job's: a duplicate means this job was granted before and the database forgot it
-        # (grant records are committed without waiting for fsync; a database crash can lose the
-        # last moments of them, never JetStream's one-hour dedup window): refuse.
-        ack = await natsio.publish(
-            self.js,
-            vault_events.GrantIssued(
-                event_id=event_id(req.recording_id, "grant_issued", req.job_id),
-                recording_id=req.recording_id,
-                tenant_id=row.tenant_id,
-                occurred_at=now(),
-                job_id=req.job_id,
-                destination_id=row.destination_id,
-                requester=requester,
-                key_version=row.key_version,
-            ),
+        # The audit entry is durable (JetStream, fsync) before the grant leaves, and it is the
+        # once-only lock too: the first message on the job's own subject, which the stream stores
+        # only if the subject is empty (a duplicate ack is a retry of ours, or a replay within
+        # the dedup window; either way the job has its grant).
+        issued = vault_events.GrantIssued(
+            event_id=event_id(req.recording_id, "grant_issued", req.job_id),
+            recording_id=req.recording_id,
+            tenant_id=row.tenant_id,
+            occurred_at=now(),
+            job_id=req.job_id,
+            destination_id=row.destination_id,
+            requester=requester,
+            key_version=row.key_version,
         )
-        if ack.duplicate:
+        try:
+            fresh = not (await natsio.publish(self.js, issued, first_on_subject=True)).duplicate
+        except natsio.SubjectTaken:
+            fresh = False
+        if not fresh:
             reason = (
                 f"job {req.job_id} was already granted credentials once; start a new upload "
                 "attempt to get a new grant"
@@ -385,67 +387,36 @@ class Vault:
         if len(req.public_key) != 32:
             raise Refusal(422, "public_key must be a raw 32-byte X25519 public key")
         rid = req.recording_id
-        # The three look-ups are independent: one round trip's worth of waiting, not three.
-        started, last_attempt, row = await asyncio.gather(
-            natsio.last_event(self.js, rec_events.STREAM, f"recordings.{rid}.started"),
-            natsio.last_event(self.js, up_events.STREAM, f"uploads.{rid}.attempt_started"),
-            store.get_destination(self.pool, req.tenant_id, destination_id=req.destination_id),
+        # Independent look-ups (the facts usually from memory): one round trip's worth of waiting.
+        started, job, row = await asyncio.gather(
+            self.facts.started(rid),
+            self.facts.job(rid, req.job_id),
+            self.rows.get(req.tenant_id, req.destination_id),
         )
-        if not isinstance(started, rec_events.RecordingStarted):
+        if started is None:
             raise Refusal(404, f"recording {rid} was never started; nothing can be uploaded")
         if started.tenant_id != req.tenant_id:
             raise Refusal(403, f"recording {rid} does not belong to the requesting tenant")
-        if started.destination_id != req.destination_id:
-            resends = await natsio.read_subject(
-                self.js, rec_events.STREAM, f"recordings.{rid}.resend_requested"
+        if started.destination_id != req.destination_id and not await self.facts.resend_to(
+            rid, req.destination_id
+        ):
+            raise Refusal(
+                403,
+                f"destination {req.destination_id} is neither recording {rid}'s destination "
+                "nor the target of a resend request for it",
             )
-            if not any(
-                isinstance(e, rec_events.ResendRequested) and e.destination_id == req.destination_id
-                for _, e in resends
-            ):
-                raise Refusal(
-                    403,
-                    f"destination {req.destination_id} is neither recording {rid}'s destination "
-                    "nor the target of a resend request for it",
-                )
-
-        def is_this_job(e: object) -> bool:
-            return (
-                isinstance(e, up_events.UploadAttemptStarted)
-                and e.job_id == req.job_id
-                and e.destination_id == req.destination_id
-                and e.tenant_id == started.tenant_id
+        if (
+            job is None
+            or job.destination_id != req.destination_id
+            or job.tenant_id != started.tenant_id
+        ):
+            raise Refusal(
+                403,
+                f"no upload attempt with job id {req.job_id} was started for recording {rid} "
+                f"and destination {req.destination_id}; publish upload.attempt_started first",
             )
-
-        # The uploader asks right after announcing the job, so it is almost always the newest
-        # attempt; an older one (another job started since) needs the whole history.
-        if not is_this_job(last_attempt):
-            attempts = await natsio.read_subject(
-                self.js, up_events.STREAM, f"uploads.{rid}.attempt_started"
-            )
-            if not any(is_this_job(e) for _, e in attempts):
-                raise Refusal(
-                    403,
-                    f"no upload attempt with job id {req.job_id} was started for recording {rid} "
-                    f"and destination {req.destination_id}; publish upload.attempt_started first",
-                )
         if row is None:
             raise Refusal(404, f"destination {req.destination_id} does not exist (was it deleted?)")
-        fresh = await store.record_grant(
-            self.grant_pool or self.pool,
-            job_id=req.job_id,
-            recording_id=rid,
-            tenant_id=started.tenant_id,
-            destination_id=req.destination_id,
-            requester=requester,
-            key_version=row.key_version,
-        )
-        if not fresh:
-            raise Refusal(
-                409,
-                f"job {req.job_id} was already granted credentials once; start a new upload "
-                "attempt to get a new grant",
-            )
         return row
 
     async def _audit_refusal(self, req: GrantRequest, requester: str, reason: str) -> None:

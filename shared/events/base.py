@@ -22,6 +22,10 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     occurred_at: datetime
     schema_version: int = 1
 
+    def subject_tail(self) -> str:
+        """Subject tokens after the kind: none for most events (see ``StreamSpec.subject``)."""
+        return ""
+
 
 def subject_kind(event: Event) -> str:
     """The tag's last part, used as the last subject token (``captures.<rid>.<kind>``).
@@ -47,7 +51,9 @@ class StreamSpec:
         return [f"{self.prefix}.>"]
 
     def subject(self, event: Event) -> str:
-        return f"{self.prefix}.{event.recording_id}.{subject_kind(event)}"
+        head = f"{self.prefix}.{event.recording_id}.{subject_kind(event)}"
+        tail = event.subject_tail()
+        return f"{head}.{tail}" if tail else head
 
     def filter(self, kind: str = "*", recording_id: str = "*") -> str:
         return f"{self.prefix}.{recording_id}.{kind}"

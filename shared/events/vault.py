@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from .base import Event, StreamSpec
 
 STREAM = StreamSpec(
@@ -12,11 +14,22 @@ STREAM = StreamSpec(
 )
 
 
+def job_token(job_id: str) -> str:
+    """A subject token for ``job_id`` (which may hold dots, spaces or wildcards)."""
+    return hashlib.sha256(job_id.encode()).hexdigest()[:32]
+
+
 class GrantIssued(Event, frozen=True, kw_only=True, tag="vault.grant_issued"):
     job_id: str
     destination_id: str
     requester: str
     key_version: int = 0
+
+    def subject_tail(self) -> str:
+        # One subject per job (vault.<rid>.grant_issued.<job token>): the vault publishes each
+        # grant as the first message on its subject, so the stream itself refuses a second grant
+        # of a job, for as long as the audit trail is kept.
+        return job_token(self.job_id)
 
 
 class GrantRefused(Event, frozen=True, kw_only=True, tag="vault.grant_refused"):
