@@ -20,6 +20,8 @@ CONSUMERS: dict[str, list[tuple[str, str]]] = {
         ("proxy", "recordings.*.stop_requested"),
         ("uploader", "recordings.*.resend_requested"),
         ("api", "recordings.>"),
+        ("credentials", "recordings.*.started"),
+        ("credentials", "recordings.*.resend_requested"),
     ],
     "CAPTURES": [("transcoder", "captures.*.closed"), ("api", "captures.>")],
     "TRANSCODES": [("uploader", "transcodes.*.sealed"), ("api", "transcodes.>")],

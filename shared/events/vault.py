@@ -10,7 +10,11 @@ STREAM = StreamSpec(
     name="VAULT",
     prefix="vault",
     owner="credentials",
-    description="Audit of credential grants and refusals (who, which job, when; never the secret).",
+    description=(
+        "Audit of credential grants and refusals (who, which job, when; never the secret). "
+        "A grant is on vault.<rid>.grant_issued.<job token>, stored only as that subject's "
+        "first message: one grant per job."
+    ),
 )
 
 
