@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 import msgspec
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", gc=False):
+    # gc=False: an event holds only values, never a cycle, so the cyclic collector need not walk
+    # the many that services keep in memory (the vault's facts, folded histories).
     # Deterministic: derived from the fact the event records, so a retried publish carries the
     # same id and JetStream drops it as a duplicate (it is also the Nats-Msg-Id).
     event_id: str
