@@ -49,7 +49,7 @@ async def drain(request):
     return n
 
 async def handle(request):
-    key = request.match_info["key"]
+    key = request.match_info.get("key", "")
     q = request.query
     if request.method == "POST" and "uploads" in q:
         uploads[key] = {"meta": request.headers.get("x-amz-meta-sha256", ""), "parts": {}}
@@ -87,6 +87,7 @@ async def handle(request):
 async def main():
     app = web.Application(client_max_size=1 << 34)
     app.router.add_route("*", "/{bucket}/{key:.*}", handle)
+    app.router.add_route("*", "/{bucket}", handle)  # bucket-level calls: ListMultipartUploads
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -156,11 +157,13 @@ async def upload_once(path: Path, sha: str, url: str, bucket: str = "bench") -> 
 async def _read_hash_only(path: Path, sha: str) -> None:
     from isal.isal_zlib import crc32
 
-    from services.uploader.backend import LocalReader
+    from services.uploader.backend import Buffers, LocalReader
 
+    # The read path S3Backend.upload uses: into reused part buffers, off the event loop.
+    buffers = Buffers(PART, CONCURRENCY + 1)
     reader = LocalReader(path, _sealed(path, sha), PART)
-    async for _ in reader.chunks_with(crc32):
-        pass
+    async for chunk, _ in reader.chunks_into(buffers, crc32):
+        buffers.give(chunk.obj)
     reader.verify()
 
 

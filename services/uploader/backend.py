@@ -167,6 +167,44 @@ class LocalReader:
         self.size += len(data)
         return data, fn(data)
 
+    async def chunks_into(
+        self, buffers: Buffers, fn: Callable[[memoryview], T]
+    ) -> AsyncIterator[tuple[memoryview, T]]:
+        """``chunks_with``, but each chunk is read into a buffer taken from ``buffers`` (its
+        ``obj``; the caller gives it back once done with the chunk), not into a new object:
+        no 8 MiB allocation, page-faulted in and freed again, per chunk."""
+        try:
+            fh = await asyncio.to_thread(self.local.open, "rb")
+        except FileNotFoundError:
+            raise LocalIntegrityError(
+                f"backup file {self.sealed.name} is missing; the recording is retained"
+            ) from None
+        try:
+            done = False
+            while not done:
+                buf = buffers.take()  # not given back on a failure: the thread may still fill it
+                data, extra, done = await asyncio.to_thread(self._read_into, fh, buf, fn)
+                if not data:
+                    buffers.give(buf)
+                    return
+                yield data, extra
+        finally:
+            fh.close()
+
+    def _read_into(
+        self, fh: Any, buf: bytearray, fn: Callable[[memoryview], T]
+    ) -> tuple[memoryview, T, bool]:
+        """One chunk, and whether it is the last (so no buffer is taken just to find the end)."""
+        n: int = fh.readinto(buf)  # a buffered reader fills it unless the file ends first
+        data = memoryview(buf)[:n]
+        self.sha.update(data)
+        self.size += n
+        if n == len(buf) and self.size >= self.sealed.size:
+            tail = fh.read(1)  # a file grown past its sealed size must still fail verify()
+            self.sha.update(tail)
+            self.size += len(tail)
+        return data, fn(data), n < len(buf) or self.size >= self.sealed.size
+
     def verify(self) -> None:
         """After the last chunk: the bytes read are exactly the sealed ones."""
         if self.size != self.sealed.size or self.sha.hexdigest() != self.sealed.sha256:
@@ -175,3 +213,26 @@ class LocalReader:
 
 def _nothing(_data: bytes) -> None:
     return None
+
+
+class Buffers:
+    """Chunk buffers reused across chunks; never more than ``most`` at once (the memory bound)."""
+
+    def __init__(self, size: int, most: int) -> None:
+        self.size = size
+        self.most = most
+        self._free: list[bytearray] = []
+        self._made = 0
+
+    def take(self) -> bytearray:
+        if self._free:
+            return self._free.pop()
+        if self._made >= self.most:  # a caller bug: it holds more chunks than it said it would
+            raise RuntimeError(f"all {self.most} chunk buffers are in use")
+        self._made += 1
+        return bytearray(self.size)
+
+    def give(self, buf: object) -> None:
+        """Take back a buffer (or a chunk's ``memoryview.obj``) whose bytes are done with."""
+        assert isinstance(buf, bytearray) and len(buf) == self.size
+        self._free.append(buf)

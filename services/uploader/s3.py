@@ -34,13 +34,16 @@ import base64
 import contextlib
 import hashlib
 import logging
+import ssl
+import threading
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from aiobotocore.httpsession import AIOHTTPSession
+from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -52,14 +55,15 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
-from botocore.handlers import convert_body_to_file_like_object
+from botocore.handlers import add_expect_header, convert_body_to_file_like_object
 from isal.isal_zlib import crc32
 
 from shared.events.transcodes import SealedFile
 from shared.events.uploads import RemoteFile
 
-from .backend import LocalReader, Readback, check_local, verify_mode
+from .backend import Buffers, LocalReader, Readback, check_local, verify_mode
 from .errors import PermanentUploadError, TransientUploadError, UploadError
+from .partbody import PartBody
 from .resume import ResumeSlot
 
 log = logging.getLogger(__name__)
@@ -113,12 +117,44 @@ def composite_crc32(part_crcs: list[int]) -> str:
     return f"{b64_crc32(crc32(raw))}-{len(part_crcs)}"
 
 
-def md5_hex(data: bytes) -> str:
+def md5_hex(data: bytes | memoryview) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _md5(data: bytes) -> bytes:
+def _md5(data: bytes | memoryview) -> bytes:
     return hashlib.md5(data, usedforsecurity=False).digest()
+
+
+_session: AioSession | None = None
+
+
+def shared_session() -> AioSession:
+    """One botocore session for every client: a new one parses the S3 service model again
+    (~70 ms of CPU per upload job). Clients get their own credentials, config and event hooks."""
+    global _session
+    if _session is None:
+        _session = get_session()
+    return _session
+
+
+class SharedTLSSession(AIOHTTPSession):  # type: ignore[misc]
+    """aiobotocore builds a new verifying SSL context, loading the whole CA bundle (~20 ms of
+    CPU), for every client, even one for an http:// endpoint. Without a client certificate or a
+    proxy (whose setup alters the context) ours are all alike: one per verify setting is built
+    and shared (an SSLContext may serve any number of connectors)."""
+
+    _contexts: ClassVar[dict[object, ssl.SSLContext]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()  # built in a worker thread
+
+    def _build_ssl_contexts(self, proxy_url: str | None) -> tuple[Any, Any]:
+        if proxy_url or self._cert_file:
+            return super()._build_ssl_contexts(proxy_url)  # type: ignore[no-any-return]
+        with self._lock:
+            context = self._contexts.get(self._verify)
+            if context is None:
+                context = self._build_verify_context()
+                self._contexts[self._verify] = context
+        return context, None
 
 
 def composite_md5(part_md5s: list[bytes]) -> str:
@@ -213,10 +249,11 @@ class S3Backend:
             max_pool_connections=max(10, part_concurrency + 2),
             connect_timeout=10,
             read_timeout=60,
+            http_session_cls=SharedTLSSession,
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        self._cm = get_session().create_client(
+        self._cm = shared_session().create_client(
             "s3",
             endpoint_url=endpoint,
             aws_access_key_id=secret.get("access_key_id"),
@@ -229,13 +266,14 @@ class S3Backend:
     async def _c(self) -> Any:
         if self._client is None:
             client = await self._cm.__aenter__()
-            # botocore wraps a bytes body in a BytesIO (for file-like retries), which aiohttp
-            # then copies whole (BytesIO.getbuffer unshares it): a copy of every byte sent. A
-            # bytes body is resent as it is on a retry, so the wrapping buys nothing here.
+            # Bodies are PartBody (a seekable file-like that aiohttp writes without copying):
+            # botocore must neither wrap them in a BytesIO (a copy) nor add "Expect:
+            # 100-continue" to them (a round trip per part, and servers that never answer 100).
             for op in ("UploadPart", "PutObject"):
                 client.meta.events.unregister(
                     f"before-parameter-build.s3.{op}", convert_body_to_file_like_object
                 )
+            client.meta.events.unregister("before-call.s3", add_expect_header)
             self._client = client
         return self._client
 
@@ -331,22 +369,25 @@ class S3Backend:
                 return held
 
     async def _put(self, client: Any, local: Path, key: str, sealed: SealedFile) -> str:
+        # Smaller than one part, so one chunk: hashed and checksummed in the same read.
         reader = LocalReader(local, sealed, self.part_size)
-        body = b"".join([c async for c in reader.chunks()])
-        reader.verify()  # before a single byte is sent
+        fn: Any = _md5 if self.checksum == "md5" else crc32
+        read = [item async for item in reader.chunks_with(fn)]
+        reader.verify()  # before a single byte is sent (a file that grew past a part fails here)
+        body, digest = read[0] if read else (b"", fn(b""))
+        checksum: str
         args: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": key,
-            "Body": body,
+            "Body": PartBody(memoryview(body)),
             "ContentType": sealed.content_type,
             "Metadata": {"sha256": sealed.sha256},
         }
         if self.checksum == "md5":
-            digest = await asyncio.to_thread(_md5, body)
             args["ContentMD5"] = base64.b64encode(digest).decode()
             checksum = digest.hex()
         else:
-            checksum = b64_crc32(crc32(body))
+            checksum = b64_crc32(digest)
             args.update(ChecksumAlgorithm="CRC32", ChecksumCRC32=checksum)
         await self._call("upload", sealed.name, client.put_object(**args))
         return checksum
@@ -406,11 +447,13 @@ class S3Backend:
             parts: list[dict[str, Any]] = []
             sums: list[Any] = []  # each part's CRC-32 (int) or MD5 (raw bytes)
             skipped = 0
-            # Up to part_concurrency parts in flight: memory stays under (concurrency + 1) parts.
+            # Up to part_concurrency parts in flight and one being read: their buffers are the
+            # upload's memory, reused part after part.
+            buffers = Buffers(part_size, self.part_concurrency + 1)
             sending: set[asyncio.Task[None]] = set()
             try:
                 fn: Any = _md5 if md5_mode else crc32
-                async for chunk, digest in reader.chunks_with(fn):
+                async for chunk, digest in reader.chunks_into(buffers, fn):
                     number = len(parts) + 1
                     part: dict[str, Any] = {"ETag": "", "PartNumber": number}
                     if md5_mode:
@@ -426,6 +469,7 @@ class S3Backend:
                     if same:
                         part["ETag"] = held[number]["ETag"]
                         skipped += len(chunk)
+                        buffers.give(chunk.obj)
                         continue
                     while len(sending) >= self.part_concurrency:
                         done, sending = await asyncio.wait(
@@ -436,7 +480,9 @@ class S3Backend:
                     md5 = digest if md5_mode else None
                     sending.add(
                         asyncio.create_task(
-                            self._send_part(client, key, upload_id, part, chunk, sealed.name, md5)
+                            self._send_part(
+                                client, key, upload_id, part, chunk, sealed.name, md5, buffers
+                            )
                         )
                     )
                     del chunk
@@ -488,9 +534,27 @@ class S3Backend:
         key: str,
         upload_id: str,
         part: dict[str, Any],
-        chunk: bytes,
+        chunk: memoryview,
         name: str,
-        md5: bytes | None = None,
+        md5: bytes | None,
+        buffers: Buffers,
+    ) -> None:
+        body = PartBody(chunk)
+        try:
+            await self._send_part_body(client, key, upload_id, part, body, name, md5)
+        finally:
+            body.retire()  # no slice of the buffer goes out once it is reused
+            buffers.give(chunk.obj)
+
+    async def _send_part_body(
+        self,
+        client: Any,
+        key: str,
+        upload_id: str,
+        part: dict[str, Any],
+        chunk: PartBody,
+        name: str,
+        md5: bytes | None,
     ) -> None:
         number = part["PartNumber"]
         if md5 is not None:
@@ -612,7 +676,7 @@ def _same_md5_part(prior: dict[str, Any] | None, size: int, md5: str) -> bool:
     return bool(str(prior.get("ETag", "")).strip('"') == md5)
 
 
-async def _same_part(prior: dict[str, Any], chunk: bytes, crc_b64: str) -> bool:
+async def _same_part(prior: dict[str, Any], chunk: memoryview, crc_b64: str) -> bool:
     """Does a part an open upload already holds equal these local bytes?"""
     if int(prior.get("Size", -1)) != len(chunk):
         return False

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from services.uploader.partbody import PartBody
 from services.uploader.resume import ResumeStore, detached
 from services.uploader.s3 import S3Backend
 from shared.events.transcodes import SealedFile
@@ -59,7 +60,7 @@ async def recorder(backend: S3Backend) -> list[tuple[str, dict[str, str], bytes]
     sent: list[tuple[str, dict[str, str], bytes]] = []
 
     def record(request: Any, event_name: str, **_: Any) -> None:
-        body = request.body if isinstance(request.body, bytes) else b""
+        body = bytes(request.body) if isinstance(request.body, bytes | PartBody) else b""
         headers = {
             str(k): v.decode() if isinstance(v, bytes) else str(v)
             for k, v in request.headers.items()
