@@ -24,6 +24,7 @@ from .media import (
     AlignedPcm,
     Mixer,
     OutPacket,
+    add_h264_encoder,
     decoded_audio,
     decoded_video,
     encoded,
@@ -313,8 +314,7 @@ def render(
         sources: list[Iterator[OutPacket]] = []
         if plan.video_codec:
             if plan.video_codec == "video/h264":
-                vst = out.add_stream("libx264", rate=FPS, options=dict(H264_OPTIONS))
-                vst.codec_context.max_b_frames = 0
+                vst = add_h264_encoder(out, FPS, H264_OPTIONS)
             else:
                 vst = out.add_stream("libvpx", rate=FPS, options=dict(VP8_OPTIONS))
                 vst.bit_rate = VP8_BIT_RATE

@@ -257,6 +257,16 @@ class Mixer:
                 return out
 
 
+def add_h264_encoder(out: Any, rate: int, options: dict[str, str]) -> Any:
+    """An x264 output stream without B-frames (decode order = presentation order), threaded as
+    the ffmpeg CLI runs it. PyAV defaults every codec to slice threads, which x264 takes as
+    sliced threads: two slices per frame (more bits) and more CPU than frame threads."""
+    st = out.add_stream("libx264", rate=rate, options=dict(options))
+    st.codec_context.max_b_frames = 0
+    st.codec_context.thread_type = "AUTO"  # FRAME | SLICE, FFmpeg's default: frame threads
+    return st
+
+
 class OutPacket(NamedTuple):
     """A packet on its way to the muxer. A plain tuple, compared field by field by
     ``heapq.merge``: decode time, then stream (two streams never tie on both)."""

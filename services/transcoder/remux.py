@@ -24,6 +24,7 @@ from .media import (
     SAMPLES_PER_MS,
     AlignedPcm,
     OutPacket,
+    add_h264_encoder,
     decoded_audio,
     decoded_video,
     encoded,
@@ -160,10 +161,9 @@ VIDEO_RATE_HINT = 30
 def _add_encoder(out: Any, rec_dir: Path, stream: StreamPlan) -> Any:
     if stream.output_codec == "video/h264":
         width, height = video_size(rec_dir, stream)
-        st = out.add_stream("libx264", rate=VIDEO_RATE_HINT, options=dict(H264_OPTIONS))
+        st = add_h264_encoder(out, VIDEO_RATE_HINT, H264_OPTIONS)
         st.width, st.height = width - width % 2, height - height % 2
         st.pix_fmt = "yuv420p"
-        st.codec_context.max_b_frames = 0  # decode order = presentation order
         st.codec_context.time_base = TIME_BASE
         st.time_base = TIME_BASE
         return st
@@ -211,29 +211,18 @@ def stream_span_ms(stream: StreamPlan) -> tuple[int, int]:
 def reencoded_audio(
     rec_dir: Path, stream: StreamPlan, st: Any, index: int, window: int = 960
 ) -> Iterator[OutPacket]:
-    """Decoded audio placed on the timeline (silence in gaps), reframed in C to the encoder's
-    frame size. Windows follow the 20 ms packet grid, so a continuous track is never copied
-    sample by sample."""
+    """Decoded audio placed on the timeline (silence in gaps), in windows on the 20 ms packet
+    grid, so a continuous track is never copied sample by sample. PyAV reframes them to the
+    encoder's frame size in C (its resampler graph, as the ffmpeg CLI does): no fifo here."""
     start_ms, end_ms = stream_span_ms(stream)
     pcm = AlignedPcm(decoded_audio([stream], lambda t: track_frames(rec_dir, t)))
-    size = st.codec_context.frame_size or 1024
-    tb = Fraction(1, RATE)
 
     def frames() -> Iterator[av.AudioFrame]:
-        fifo = av.AudioFifo()
         position, end = start_ms * SAMPLES_PER_MS, end_ms * SAMPLES_PER_MS
-        emitted = position  # the fifo's output is as continuous as its input
         while position < end:
             n = min(window, end - position)
-            fifo.write(pcm_frame(pcm.read(position, n), None))
+            yield pcm_frame(pcm.read(position, n), position)
             position += n
-            while (frame := fifo.read(size)) is not None:
-                frame.pts, frame.time_base = emitted, tb
-                emitted += frame.samples
-                yield frame
-        if (rest := fifo.read(size, partial=True)) is not None:
-            rest.pts, rest.time_base = emitted, tb
-            yield rest
 
     yield from encoded(st, frames(), index)
 

@@ -136,3 +136,12 @@ def beep_onsets(path: Path) -> list[float]:
                         quiet_since = t
                 start += mono.samples / 48_000
     return out
+
+
+def x264_settings(path: Path) -> dict[str, str]:
+    """The settings x264 wrote into the stream (its version SEI: "... options: key=value ...")."""
+    data = path.read_bytes()
+    start = data.index(b"x264 - core")
+    end = data.index(b"\x00", start)
+    _, options = data[start:end].decode("ascii").split(" options: ", 1)
+    return dict(item.split("=", 1) for item in options.split() if "=" in item)

@@ -16,7 +16,7 @@ from services.transcoder.plan import OutputOptions, plan_files
 from services.transcoder.state import fold
 
 from .capture_factory import ParticipantSpec, SessionSpec, make_capture
-from .media_probe import probe
+from .media_probe import probe, x264_settings
 
 KEY = Ed25519PrivateKey.generate()
 RED = (81, 90, 240)  # Y, U, V
@@ -145,3 +145,20 @@ def test_participant_named_composite_keeps_its_file(tmp_path: Path) -> None:
     plan = plan_composite(native, OutputOptions())
     assert plan is not None and plan.name == "_composite.webm"
     assert [p.name for p in native] == ["composite.webm"]
+
+
+def test_mp4_composite_uses_x264_frame_threads(tmp_path: Path) -> None:
+    c = make_capture(tmp_path, [ParticipantSpec("alice", sessions=(SessionSpec(0, 1),))])
+    state = fold(c.events)
+    options = OutputOptions("mp4")
+    composite = plan_composite(plan_files(state), options)
+    sealed = build_output(
+        c.rec_dir,
+        state,
+        plan_files(state, options),
+        signing_key=KEY,
+        options=options,
+        composite=composite,
+    )
+    settings = x264_settings(sealed.output / "composite.mp4")
+    assert settings["sliced_threads"] == "0" and settings["bframes"] == "0"

@@ -16,7 +16,7 @@ from services.transcoder.plan import OutputOptions, plan_files
 from services.transcoder.state import fold
 
 from .capture_factory import Capture, ParticipantSpec, SessionSpec, make_capture
-from .media_probe import probe
+from .media_probe import probe, x264_settings
 
 KEY = Ed25519PrivateKey.generate()
 
@@ -59,6 +59,16 @@ def test_mp4_passes_h264_through_and_reencodes_vp8_and_opus(tmp_path: Path) -> N
     # H.264 stream (veryfast's High profile).
     assert "Baseline" in _profile(out / "dana.mp4")
     assert "High" in _profile(out / "erin.mp4")
+
+
+def test_reencoded_h264_is_encoded_as_the_ffmpeg_cli_would(tmp_path: Path) -> None:
+    """x264 veryfast, CRF 23, no B-frames, frame threads (not PyAV's default sliced threads)."""
+    c = make_capture(tmp_path, [ParticipantSpec("erin", sessions=(SessionSpec(0, 2),))])
+    out, _ = _seal(c, OutputOptions("mp4"))
+    settings = x264_settings(out / "erin.mp4")
+    assert settings["sliced_threads"] == "0" and "slices" not in settings
+    assert settings["bframes"] == "0" and settings["crf"] == "23.0"
+    assert settings["subme"] == "2" and settings["rc_lookahead"] == "10"  # veryfast
 
 
 @pytest.mark.parametrize(
