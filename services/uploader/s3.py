@@ -34,6 +34,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Awaitable
@@ -70,6 +71,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 STATE_KIND = "s3-multipart"
 CHECKSUMS = ("crc32", "md5")
+# A send buffer that holds half a part (Linux doubles the value, capped by net.core.wmem_max):
+# each part goes to the kernel in a few large sends instead of many small ones while autotuning
+# grows the buffer from 16 KiB, with fewer event-loop wake-ups (~0.05-0.08 s of CPU per GiB).
+SEND_BUFFER = 4 * 1024 * 1024
 
 PERMANENT_CODES = {
     "AccessDenied",
@@ -135,6 +140,14 @@ def shared_session() -> AioSession:
     if _session is None:
         _session = get_session()
     return _session
+
+
+def upload_socket(addr_info: tuple[Any, ...]) -> socket.socket:
+    """aiohttp's socket factory for our connections: the default one, with SEND_BUFFER."""
+    family, type_, proto = addr_info[:3]
+    sock = socket.socket(family=family, type=type_, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    return sock
 
 
 class SharedTLSSession(AIOHTTPSession):  # type: ignore[misc]
@@ -250,6 +263,7 @@ class S3Backend:
             connect_timeout=10,
             read_timeout=60,
             http_session_cls=SharedTLSSession,
+            connector_args={"socket_factory": upload_socket},
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import socket
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from services.uploader.backend import Buffers, LocalReader
 from services.uploader.errors import LocalIntegrityError
 from services.uploader.partbody import SLICE, PartBody
 from services.uploader.resume import detached
-from services.uploader.s3 import S3Backend
+from services.uploader.s3 import SEND_BUFFER, S3Backend, upload_socket
 from shared.events.transcodes import SealedFile
 
 MIB = 1 << 20
@@ -140,6 +141,16 @@ async def test_clients_share_one_session_and_one_ssl_context() -> None:
     finally:
         await one.close()
         await two.close()
+
+
+def test_upload_sockets_ask_for_a_large_send_buffer() -> None:
+    info = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", 9))
+    with upload_socket(info) as sock:
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    with socket.socket() as plain:
+        # Linux doubles what is asked and caps it at net.core.wmem_max: more than the default
+        assert got > plain.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        assert got <= 2 * SEND_BUFFER
 
 
 class FlakyS3:
