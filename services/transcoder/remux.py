@@ -1,7 +1,7 @@
 """PyAV I/O: stream a participant's captured frames into one file. WebM/Matroska re-encode
 nothing; mp4 passes H.264 through and re-encodes the rest (VP8 to H.264, Opus to AAC). Memory
 stays flat: frames are read one at a time from the segment files and merged by timestamp across
-the file's streams."""
+the file's streams. When every stream is re-encoded, each encoder runs in its own thread."""
 
 from __future__ import annotations
 
@@ -40,11 +40,14 @@ from .plan import (
     timed_frames,
     vp8_dimensions,
 )
+from .prefetch import prefetched
 
 TIME_BASE = Fraction(1, UNITS_PER_S)
 OPUS_RATE = 48_000
 # No random segment UID, no muxer version string: the same capture gives the same bytes.
 CONTAINER_OPTIONS = {"fflags": "+bitexact"}
+
+Packets = Generator[OutPacket, None, None]
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,7 @@ def _add_encoder(out: Any, rec_dir: Path, stream: StreamPlan) -> Any:
     raise SegmentInvalid(f"cannot encode {stream.output_codec}")
 
 
-def passed_through(rec_dir: Path, stream: StreamPlan, st: Any, index: int) -> Iterator[OutPacket]:
+def passed_through(rec_dir: Path, stream: StreamPlan, st: Any, index: int) -> Packets:
     for tf in timed_frames(stream, lambda t: track_frames(rec_dir, t), index):
         packet = av.Packet(tf.data)
         packet.pts = packet.dts = pts = tf.pts_ms
@@ -186,7 +189,7 @@ def passed_through(rec_dir: Path, stream: StreamPlan, st: Any, index: int) -> It
         yield OutPacket(pts, index, pts + tf.duration_ms, len(tf.data), packet)
 
 
-def reencoded_video(rec_dir: Path, stream: StreamPlan, st: Any, index: int) -> Iterator[OutPacket]:
+def reencoded_video(rec_dir: Path, stream: StreamPlan, st: Any, index: int) -> Packets:
     width, height = st.width, st.height
 
     def pictures() -> Iterator[av.VideoFrame]:
@@ -210,7 +213,7 @@ def stream_span_ms(stream: StreamPlan) -> tuple[int, int]:
 
 def reencoded_audio(
     rec_dir: Path, stream: StreamPlan, st: Any, index: int, window: int = 960
-) -> Iterator[OutPacket]:
+) -> Packets:
     """Decoded audio placed on the timeline (silence in gaps), in windows on the 20 ms packet
     grid, so a continuous track is never copied sample by sample. PyAV reframes them to the
     encoder's frame size in C (its resampler graph, as the ffmpeg CLI does): no fifo here."""
@@ -227,6 +230,25 @@ def reencoded_audio(
     yield from encoded(st, frames(), index)
 
 
+def _packets(rec_dir: Path, stream: StreamPlan, st: Any, index: int) -> Packets:
+    if not stream.reencode:
+        return passed_through(rec_dir, stream, st, index)
+    if stream.kind == "video":
+        return reencoded_video(rec_dir, stream, st, index)
+    return reencoded_audio(rec_dir, stream, st, index)
+
+
+def _threaded(out: Any, plan: FilePlan, sources: list[Packets]) -> list[Packets]:
+    """Every stream re-encoded: each encoder in its own thread, as the ffmpeg CLI's encoders
+    run beside its main loop. The header is written first (it opens the encoders), so no codec
+    context is ever touched by two threads; a file with a passed-through stream keeps one
+    thread, because PyAV writes its header only once that stream's first packet is seen."""
+    if len(sources) < 2 or not all(s.reencode for s in plan.streams):
+        return sources
+    out.start_encoding()
+    return [prefetched(src) for src in sources]
+
+
 def remux(
     plan: FilePlan, rec_dir: Path, out_path: Path, *, max_bytes_per_s: int = 0
 ) -> RemuxResult:
@@ -238,19 +260,17 @@ def remux(
         str(out_path), "w", format=plan.container, container_options=CONTAINER_OPTIONS
     ) as out:
         streams = [_add_stream(out, rec_dir, s) for s in plan.streams]
-        sources: list[Iterator[OutPacket]] = []
-        for i, (s, st) in enumerate(zip(plan.streams, streams, strict=True)):
-            if not s.reencode:
-                sources.append(passed_through(rec_dir, s, st, i))
-            elif s.kind == "video":
-                sources.append(reencoded_video(rec_dir, s, st, i))
-            else:
-                sources.append(reencoded_audio(rec_dir, s, st, i))
-        for op in heapq.merge(*sources):
-            if op.end_ms > end_ms:
-                end_ms = op.end_ms
-            out.mux(op.packet)
-            count += 1
-            if throttle.rate:
-                throttle.spent(op.size)
+        pairs = enumerate(zip(plan.streams, streams, strict=True))
+        sources = _threaded(out, plan, [_packets(rec_dir, s, st, i) for i, (s, st) in pairs])
+        try:
+            for op in heapq.merge(*sources):
+                if op.end_ms > end_ms:
+                    end_ms = op.end_ms
+                out.mux(op.packet)
+                count += 1
+                if throttle.rate:
+                    throttle.spent(op.size)
+        finally:
+            for src in sources:
+                src.close()  # stops the threads before the file closes
     return RemuxResult(duration_s=end_ms / UNITS_PER_S, packets=count)
