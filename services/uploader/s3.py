@@ -389,7 +389,6 @@ class S3Backend:
         read = [item async for item in reader.chunks_with(fn)]
         reader.verify()  # before a single byte is sent (a file that grew past a part fails here)
         body, digest = read[0] if read else (b"", fn(b""))
-        checksum: str
         args: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": key,
@@ -397,6 +396,7 @@ class S3Backend:
             "ContentType": sealed.content_type,
             "Metadata": {"sha256": sealed.sha256},
         }
+        checksum: str
         if self.checksum == "md5":
             args["ContentMD5"] = base64.b64encode(digest).decode()
             checksum = digest.hex()
@@ -566,7 +566,7 @@ class S3Backend:
         key: str,
         upload_id: str,
         part: dict[str, Any],
-        chunk: PartBody,
+        body: PartBody,
         name: str,
         md5: bytes | None,
     ) -> None:
@@ -580,7 +580,7 @@ class S3Backend:
                     Key=key,
                     UploadId=upload_id,
                     PartNumber=number,
-                    Body=chunk,
+                    Body=body,
                     ContentMD5=base64.b64encode(md5).decode(),
                 ),
             )
@@ -602,7 +602,7 @@ class S3Backend:
                 Key=key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=chunk,
+                Body=body,
                 ChecksumAlgorithm="CRC32",
                 ChecksumCRC32=crc_b64,
             ),

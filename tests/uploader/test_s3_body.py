@@ -222,8 +222,12 @@ async def flaky_s3() -> AsyncIterator[tuple[FlakyS3, str]]:
 
 
 async def test_a_part_botocore_retries_is_resent_whole(
-    flaky_s3: tuple[FlakyS3, str], tmp_path: Path
+    flaky_s3: tuple[FlakyS3, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    def no_read(self: PartBody, size: int = -1) -> bytes:
+        raise AssertionError("the body was read by the client: a second pass over its bytes")
+
+    monkeypatch.setattr(PartBody, "read", no_read)  # no MD5, SHA-256 or checksum by botocore
     s3, url = flaky_s3
     data = hashlib.sha256(b"y").digest() * (11 * MIB // 32)  # 2 whole parts and 1 MiB
     sealed = sealed_file(tmp_path / "b.webm", data)
