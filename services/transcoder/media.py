@@ -11,6 +11,7 @@ continuous signal whose every sample sits where the wall clock says it belongs.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -107,20 +108,15 @@ Pcm = tuple[bytes, bytes]  # planar 32-bit float, left and right
 
 def decoded_audio(
     streams: Iterable[StreamPlan], frames_of: FramesOf, offset_ms: int = 0
-) -> Iterator[tuple[int, Pcm]]:
-    """(timeline sample, stereo planar float PCM) for every decodable audio packet, in order."""
+) -> Iterator[tuple[int, av.AudioFrame]]:
+    """(timeline sample, stereo planar float frame) for every decodable audio packet, in order."""
     sources = [_decode_audio_stream(s, frames_of, offset_ms) for s in streams]
     yield from heapq.merge(*sources, key=lambda item: item[0])
 
 
-def _planes(frame: av.AudioFrame) -> Pcm:
-    n = frame.samples * BYTES_PER_SAMPLE
-    return bytes(memoryview(frame.planes[0])[:n]), bytes(memoryview(frame.planes[1])[:n])
-
-
 def _decode_audio_stream(
     stream: StreamPlan, frames_of: FramesOf, offset_ms: int
-) -> Iterator[tuple[int, Pcm]]:
+) -> Iterator[tuple[int, av.AudioFrame]]:
     decoder: Any = None
     track = -1
     resampler: Any = None  # only for what is not already stereo planar float
@@ -142,26 +138,35 @@ def _decode_audio_stream(
                 frame.pts = None
                 converted = resampler.resample(frame)
             for out in converted:
-                yield position, _planes(out)
+                yield position, out
                 position += out.samples
 
 
 @dataclass
 class _Piece:
-    start: int  # sample position
-    left: bytes
-    right: bytes
+    """A decoded frame placed at ``start``, less the ``skip`` samples an overlap cut off."""
+
+    start: int  # sample position of the first kept sample
+    frame: av.AudioFrame
+    skip: int = 0
 
     @property
     def end(self) -> int:
-        return self.start + len(self.left) // BYTES_PER_SAMPLE
+        return self.start + self.frame.samples - self.skip
+
+    def pcm(self, lo: int, hi: int) -> Pcm:
+        """The samples of timeline positions ``lo`` to ``hi`` (within the piece)."""
+        a = (lo - self.start + self.skip) * BYTES_PER_SAMPLE
+        b = (hi - self.start + self.skip) * BYTES_PER_SAMPLE
+        planes = self.frame.planes
+        return bytes(memoryview(planes[0])[a:b]), bytes(memoryview(planes[1])[a:b])
 
 
 class AlignedPcm:
-    """A source of (sample position, PCM) chunks read back as fixed windows of the timeline, with
-    silence where nothing was captured. Windows must be read in increasing order."""
+    """A source of (sample position, frame) chunks read back as fixed windows of the timeline,
+    with silence where nothing was captured. Windows must be read in increasing order."""
 
-    def __init__(self, chunks: Iterator[tuple[int, Pcm]]) -> None:
+    def __init__(self, chunks: Iterator[tuple[int, av.AudioFrame]]) -> None:
         self._chunks = chunks
         self._pieces: deque[_Piece] = deque()
         self._cursor: int | None = None  # where the last placed chunk ended
@@ -169,21 +174,22 @@ class AlignedPcm:
 
     def _pull(self) -> None:
         try:
-            position, (left, right) = next(self._chunks)
+            position, frame = next(self._chunks)
         except StopIteration:
             self._done = True
             return
+        skip = 0
         if self._cursor is not None:
             if abs(position - self._cursor) <= CONTINUITY_SAMPLES:
                 position = self._cursor
             elif position < self._cursor:
-                cut = (self._cursor - position) * BYTES_PER_SAMPLE
-                left, right, position = left[cut:], right[cut:], self._cursor
-        if left:
-            self._pieces.append(_Piece(position, left, right))
-            self._cursor = position + len(left) // BYTES_PER_SAMPLE
+                skip, position = self._cursor - position, self._cursor
+        if frame.samples > skip:
+            self._pieces.append(_Piece(position, frame, skip))
+            self._cursor = position + frame.samples - skip
 
-    def read(self, start: int, samples: int) -> Pcm:
+    def _window(self, start: int, samples: int) -> _Piece | None:
+        """Pulls what the window needs; the piece that is exactly the window, if one is."""
         end = start + samples
         while not self._done and (self._cursor is None or self._cursor < end):
             self._pull()
@@ -191,7 +197,14 @@ class AlignedPcm:
             self._pieces.popleft()
         first = self._pieces[0] if self._pieces else None
         if first is not None and first.start == start and first.end == end:
-            return first.left, first.right  # the common case: one packet, one window
+            return first  # the common case: one packet, one window
+        return None
+
+    def read(self, start: int, samples: int) -> Pcm:
+        end = start + samples
+        exact = self._window(start, samples)
+        if exact is not None:
+            return exact.pcm(start, end)
         left = bytearray(samples * BYTES_PER_SAMPLE)
         right = bytearray(samples * BYTES_PER_SAMPLE)
         for piece in self._pieces:
@@ -199,12 +212,22 @@ class AlignedPcm:
                 break
             lo, hi = max(piece.start, start), min(piece.end, end)
             if lo < hi:
-                src = (lo - piece.start) * BYTES_PER_SAMPLE
                 dst = (lo - start) * BYTES_PER_SAMPLE
                 n = (hi - lo) * BYTES_PER_SAMPLE
-                left[dst : dst + n] = piece.left[src : src + n]
-                right[dst : dst + n] = piece.right[src : src + n]
+                l_part, r_part = piece.pcm(lo, hi)
+                left[dst : dst + n] = l_part
+                right[dst : dst + n] = r_part
         return bytes(left), bytes(right)
+
+    def read_frame(self, start: int, samples: int) -> av.AudioFrame:
+        """The window as a frame stamped ``start``: the decoded frame itself when it is exactly
+        the window (no copy), else one assembled from the pieces and silence."""
+        exact = self._window(start, samples)
+        if exact is None or exact.skip:
+            return pcm_frame(self.read(start, samples), start)
+        frame = exact.frame
+        frame.pts, frame.time_base = start, RATE_TB
+        return frame
 
 
 RATE_TB = Fraction(1, RATE)
@@ -280,16 +303,15 @@ class OutPacket(NamedTuple):
 
 def encoded(stream: Any, frames: Iterable[Any], index: int) -> Iterator[OutPacket]:
     """Encode ``frames`` with the output ``stream``'s encoder, then flush it."""
-    for frame in frames:
+    scale = 0.0  # ms per tick; an open encoder's time base never changes, so read it once
+    for frame in itertools.chain(frames, [None]):
         for packet in stream.encode(frame):
-            yield _out(packet, index)
-    for packet in stream.encode(None):
-        yield _out(packet, index)
+            scale = scale or float(packet.time_base or MS) * UNITS_PER_S
+            yield _out(packet, index, scale)
 
 
-def _out(packet: Any, index: int) -> OutPacket:
-    tb = float(packet.time_base or MS) * UNITS_PER_S
+def _out(packet: Any, index: int, scale: float) -> OutPacket:
     pts = packet.pts or 0
     dts = packet.dts if packet.dts is not None else pts
-    end = int((pts + (packet.duration or 0)) * tb)
-    return OutPacket(int(dts * tb), index, end, packet.size, packet)
+    end = int((pts + (packet.duration or 0)) * scale)
+    return OutPacket(int(dts * scale), index, end, packet.size, packet)

@@ -28,7 +28,6 @@ from .media import (
     decoded_audio,
     decoded_video,
     encoded,
-    pcm_frame,
     quiet_decoder,
 )
 from .plan import (
@@ -224,7 +223,7 @@ def reencoded_audio(
         position, end = start_ms * SAMPLES_PER_MS, end_ms * SAMPLES_PER_MS
         while position < end:
             n = min(window, end - position)
-            yield pcm_frame(pcm.read(position, n), position)
+            yield pcm.read_frame(position, n)
             position += n
 
     yield from encoded(st, frames(), index)
