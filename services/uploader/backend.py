@@ -22,6 +22,7 @@ from .resume import ResumeSlot
 
 T = TypeVar("T")
 VERIFY_MODES = ("checksum", "readback")
+STEP = 256 * 1024  # well inside a core's L2 cache
 
 
 class Backend(Protocol):
@@ -194,10 +195,18 @@ class LocalReader:
     def _read_into(
         self, fh: Any, buf: bytearray, fn: Callable[[memoryview], T]
     ) -> tuple[memoryview, T, bool]:
-        """One chunk, and whether it is the last (so no buffer is taken just to find the end)."""
-        n: int = fh.readinto(buf)  # a buffered reader fills it unless the file ends first
-        data = memoryview(buf)[:n]
-        self.sha.update(data)
+        """One chunk, and whether it is the last (so no buffer is taken just to find the end).
+        Read and hashed a STEP at a time: SHA-256 finds each piece still in the core's cache,
+        not evicted by the rest of an 8 MiB read (~0.1 s of CPU per GiB with sends alongside)."""
+        view = memoryview(buf)
+        n = 0
+        while n < len(buf):
+            got: int = fh.readinto(view[n : n + STEP])
+            if not got:
+                break
+            self.sha.update(view[n : n + got])
+            n += got
+        data = view[:n]
         self.size += n
         if n == len(buf) and self.size >= self.sealed.size:
             tail = fh.read(1)  # a file grown past its sealed size must still fail verify()

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from isal.isal_zlib import crc32
 
-from services.uploader.backend import Buffers, LocalReader
+from services.uploader.backend import STEP, Buffers, LocalReader
 from services.uploader.errors import LocalIntegrityError
 from services.uploader.partbody import SLICE, PartBody
 from services.uploader.resume import detached
@@ -91,18 +91,28 @@ def test_buffers_are_reused_and_bounded() -> None:
     assert pool.take() is a
 
 
-async def test_chunks_into_reads_each_part_into_a_reused_buffer(tmp_path: Path) -> None:
-    data = hashlib.sha256(b"x").digest() * (3 * 1024)  # 96 KiB: three 32 KiB chunks exactly
+@pytest.mark.parametrize(
+    ("chunk", "size"),
+    [
+        (32 * 1024, 96 * 1024),  # three chunks exactly: no extra buffer to find the end
+        (2 * STEP + 64, 5 * STEP + 3),  # chunks read in several steps, a short last one
+    ],
+)
+async def test_chunks_into_reads_each_part_into_a_reused_buffer(
+    tmp_path: Path, chunk: int, size: int
+) -> None:
+    data = (hashlib.sha256(b"x").digest() * (size // 32 + 1))[:size]
     sealed = sealed_file(tmp_path / "a.webm", data)
-    pool = Buffers(32 * 1024, most=1)  # one buffer: each chunk is given back before the next
-    reader = LocalReader(tmp_path / "a.webm", sealed, 32 * 1024)
-    got = b""
-    async for chunk, crc in reader.chunks_into(pool, crc32):
-        assert crc == zlib.crc32(chunk)
-        got += bytes(chunk)
-        pool.give(chunk.obj)
-    assert got == data
-    reader.verify()  # and no extra buffer was needed to find the end
+    pool = Buffers(chunk, most=1)  # one buffer: each chunk is given back before the next
+    reader = LocalReader(tmp_path / "a.webm", sealed, chunk)
+    got = []
+    async for piece, crc in reader.chunks_into(pool, crc32):
+        assert crc == zlib.crc32(piece)
+        got.append(bytes(piece))
+        pool.give(piece.obj)
+    assert b"".join(got) == data
+    assert [len(g) for g in got[:-1]] == [chunk] * (len(got) - 1)
+    reader.verify()
 
 
 async def test_chunks_into_catches_a_file_grown_past_its_sealed_size(tmp_path: Path) -> None:
