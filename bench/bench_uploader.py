@@ -201,22 +201,28 @@ def _raw_send(path: Path, port: int) -> None:
 
 
 def _floor(path: Path, port: int) -> None:
-    """The least a single-pass sender can spend here: read into one reused buffer, SHA-256 and
-    CRC-32 it, and send it as one raw HTTP PUT on a blocking socket: no HTTP client, no S3, no
-    event loop, no thread."""
+    """The least a single-pass sender can spend here: each part read into one reused buffer and
+    SHA-256'd as it comes in (the steps ``upload`` reads in), CRC-32'd, and sent on one raw
+    HTTP PUT over a blocking socket: no HTTP client, no S3, no event loop, no thread."""
     import socket
 
     from isal.isal_zlib import crc32
 
+    from services.uploader.backend import STEP
+
     size = path.stat().st_size
-    buf = bytearray(PART)
-    view = memoryview(buf)
+    view = memoryview(bytearray(PART))
     sha, crc = hashlib.sha256(), 0
     with socket.create_connection(("127.0.0.1", port)) as sock, path.open("rb") as fh:
         head = f"PUT /bench/raw HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n"
         sock.sendall(head.encode())
-        while n := fh.readinto(buf):
-            sha.update(view[:n])
+        while True:
+            n = 0
+            while n < PART and (got := fh.readinto(view[n : n + STEP])):
+                sha.update(view[n : n + got])
+                n += got
+            if not n:
+                break
             crc = crc32(view[:n], crc)
             sock.sendall(view[:n])
         sock.recv(4096)
