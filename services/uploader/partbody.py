@@ -1,11 +1,10 @@
 """A request body that aiohttp writes straight from our part buffer, without copying it.
 
 Handed a ``bytes`` body, aiohttp (on Python < 3.12.9) joins the request headers and the whole body
-into one new object before writing it, and asyncio's socket transport then slices off what the
-first ``send`` did not take (another copy) and appends it to its own buffer (a third): three
-copies of every part in our process before the kernel's own. ``PartBody`` sends the headers on
-their own, then the part in slices small enough that the socket usually takes each whole, so the
-bytes go from our buffer to the kernel directly.
+into one new object before writing it (a copy of every part), and asyncio's socket transport then
+slices off what the first ``send`` did not take and appends it to its own buffer (two more copies
+of that rest), all before the kernel's own. ``PartBody`` sends the headers on their own, then the
+part in slices the socket usually takes whole, so the bytes go from our buffer to the kernel.
 
 It is also the read-only, seekable file-like object botocore expects of a streaming body (length,
 ``seek(0)`` to resend on a retry); aiohttp uses any ``Payload`` as it is.
