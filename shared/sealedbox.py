@@ -44,7 +44,10 @@ def seal(recipient_public: bytes, plaintext: bytes, context: bytes) -> bytes:
         raise SealError("recipient public key must be 32 bytes")
     eph = X25519PrivateKey.generate()
     eph_pub = public_bytes(eph)
-    shared = eph.exchange(X25519PublicKey.from_public_bytes(recipient_public))
+    try:
+        shared = eph.exchange(X25519PublicKey.from_public_bytes(recipient_public))
+    except ValueError:  # a low-order point: every shared key would be all zeros
+        raise SealError("recipient public key is not a usable X25519 key") from None
     nonce = os.urandom(12)
     ct = AESGCM(_key(shared, eph_pub, recipient_public, context)).encrypt(nonce, plaintext, context)
     return eph_pub + nonce + ct

@@ -338,6 +338,10 @@ class Vault:
             grant_json += secret_json
             grant_json += b"}"
             sealed = sealedbox.seal(req.public_key, bytes(grant_json), grant_context(req.job_id))
+        except sealedbox.SealError as exc:
+            await self._audit_refusal(req, requester, str(exc))
+            log.warning("grant refused", extra={"job_id": req.job_id, "reason": str(exc)})
+            return GrantReply(problem=Problem(status=422, message=f"public_key: {exc}"))
         finally:
             if secret_json is not None:
                 aead.wipe(secret_json)

@@ -237,3 +237,27 @@ async def test_master_key_rotation_keeps_old_rows_readable(
         assert v1 not in new.log_path.read_text() and v2 not in new.log_path.read_text()
     finally:
         new.stop()
+
+
+async def test_a_low_order_public_key_is_refused_and_the_job_stays_grantable(
+    client: VaultClient, js: JetStreamContext
+) -> None:
+    tenant = new_tenant_id()
+    dest = await make_destination(client, tenant, "loworder")
+    rid = new_recording_id()
+    job = f"{rid}:1"
+    await publish_started(js, rid, tenant, dest)
+    await publish_attempt(js, rid, tenant, dest, job)
+    bad = vault_rpc.GrantRequest(
+        job_id=job, recording_id=rid, tenant_id=tenant, destination_id=dest, public_key=bytes(32)
+    )
+    reply = await rpc(client.nc, vault_rpc.SUBJECT_GRANT, bad, vault_rpc.GrantReply)
+    assert not reply.sealed and reply.problem is not None
+    assert reply.problem.status == 422 and "public_key" in reply.problem.message
+    # Nothing was released, so nothing is audited as issued and the job can still be granted.
+    reply, grant = await client.grant(
+        job_id=job, recording_id=rid, tenant_id=tenant, destination_id=dest
+    )
+    assert reply.problem is None and grant is not None
+    kinds = [type(e).__name__ for _, e in await audit(js, rid)]
+    assert kinds.count("GrantIssued") == 1 and "GrantRefused" in kinds
