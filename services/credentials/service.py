@@ -42,6 +42,7 @@ from shared.vault_rpc import (
 
 from . import store
 from .config import VaultConfig
+from .deferred import collect
 from .facts import Facts
 from .keys import KeyRing, load_vault_key
 from .rows import RowCache
@@ -142,6 +143,7 @@ def _callback(
 
 
 async def _handle(subject: str, handler: Callable[[Msg], Awaitable[Reply]], msg: Msg) -> None:
+    deferred = collect()  # this task's own: each request runs in a task of its own
     try:
         reply = await handler(msg)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -157,6 +159,10 @@ async def _handle(subject: str, handler: Callable[[Msg], Awaitable[Reply]], msg:
             await msg.respond(_encoder.encode(reply))
         except Exception as exc:
             log.warning("could not reply", extra={"subject": subject, "error": repr(exc)})
+    if deferred:
+        await asyncio.sleep(0)  # the NATS client's flusher writes the reply first
+        for work in deferred:
+            work()
 
 
 async def serve(ctx: ServiceContext[VaultConfig]) -> None:

@@ -45,6 +45,7 @@ from shared.vault_rpc import (
 )
 
 from . import aead, crypto, probe, store
+from .deferred import after_reply
 from .facts import Facts
 from .keys import KeyRing
 from .rows import RowCache
@@ -372,15 +373,13 @@ class Vault:
             await self._audit_refusal(req, requester, reason)
             log.warning("grant refused", extra={"job_id": req.job_id, "reason": reason})
             return GrantReply(problem=Problem(status=409, message=reason))
-        log.info(
-            "grant issued",
-            extra={
-                "job_id": req.job_id,
-                "recording_id": req.recording_id,
-                "destination_id": row.destination_id,
-                "requester": requester,
-            },
-        )
+        done = {
+            "job_id": req.job_id,
+            "recording_id": req.recording_id,
+            "destination_id": row.destination_id,
+            "requester": requester,
+        }
+        after_reply(lambda: log.info("grant issued", extra=done))  # the audit event is written
         return GrantReply(sealed=sealed)
 
     async def _check_grant(self, req: GrantRequest, requester: str) -> store.DestinationRow:
