@@ -8,7 +8,6 @@ The grid follows joins and leaves: a participant has a cell while any of their t
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +29,14 @@ from .media import (
     encoded,
 )
 from .plan import UNITS_PER_S, FilePlan, OutputOptions, StreamPlan
-from .remux import CONTAINER_OPTIONS, TIME_BASE, RemuxResult, Throttle, track_frames
+from .remux import (
+    CONTAINER_OPTIONS,
+    TIME_BASE,
+    RemuxResult,
+    Throttle,
+    mux_in_order,
+    track_frames,
+)
 from .state import Segment
 
 WIDTH, HEIGHT, FPS = 640, 360, 15
@@ -306,8 +312,6 @@ def render(
 ) -> RemuxResult:
     """Write the composite to ``out_path``, one frame at a time."""
     throttle = Throttle(max_bytes_per_s)
-    end_ms = 0
-    count = 0
     with av.open(
         str(out_path), "w", format=plan.container, container_options=CONTAINER_OPTIONS
     ) as out:
@@ -330,11 +334,4 @@ def render(
             ast.bit_rate = OPUS_BIT_RATE if plan.audio_codec == "audio/opus" else 128_000
             ast.time_base = Fraction(1, RATE)
             sources.append(_audio_packets(plan, rec_dir, ast, len(sources)))
-        for op in heapq.merge(*sources):
-            if op.end_ms > end_ms:
-                end_ms = op.end_ms
-            out.mux(op.packet)
-            count += 1
-            if throttle.rate:
-                throttle.spent(op.size)
-    return RemuxResult(duration_s=end_ms / UNITS_PER_S, packets=count)
+        return mux_in_order(out, sources, throttle)

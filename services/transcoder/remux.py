@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -77,6 +77,21 @@ class Throttle:
         ahead = self._total / self.rate - (self._clock() - self._start)
         if ahead > 0.02:
             self._sleep(ahead)
+
+
+def mux_in_order(
+    out: Any, sources: Sequence[Iterator[OutPacket]], throttle: Throttle
+) -> RemuxResult:
+    """Mux the sources' packets into ``out`` in presentation order (each source is ordered)."""
+    end_ms = 0
+    count = 0
+    for op in heapq.merge(*sources):
+        end_ms = max(end_ms, op.end_ms)
+        out.mux(op.packet)
+        count += 1
+        if throttle.rate:
+            throttle.spent(op.size)
+    return RemuxResult(duration_s=end_ms / UNITS_PER_S, packets=count)
 
 
 def segment_path(rec_dir: Path, relative: str) -> Path:
@@ -253,8 +268,6 @@ def remux(
 ) -> RemuxResult:
     """Write ``plan``'s file to ``out_path``; raises ``SegmentInvalid`` on unreadable input."""
     throttle = Throttle(max_bytes_per_s)
-    end_ms = 0
-    count = 0
     with av.open(
         str(out_path), "w", format=plan.container, container_options=CONTAINER_OPTIONS
     ) as out:
@@ -262,14 +275,7 @@ def remux(
         pairs = enumerate(zip(plan.streams, streams, strict=True))
         sources = _threaded(out, plan, [_packets(rec_dir, s, st, i) for i, (s, st) in pairs])
         try:
-            for op in heapq.merge(*sources):
-                if op.end_ms > end_ms:
-                    end_ms = op.end_ms
-                out.mux(op.packet)
-                count += 1
-                if throttle.rate:
-                    throttle.spent(op.size)
+            return mux_in_order(out, sources, throttle)
         finally:
             for src in sources:
                 src.close()  # stops the threads before the file closes
-    return RemuxResult(duration_s=end_ms / UNITS_PER_S, packets=count)

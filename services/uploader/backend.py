@@ -147,12 +147,7 @@ class LocalReader:
     async def chunks_with(self, fn: Callable[[bytes], T]) -> AsyncIterator[tuple[bytes, T]]:
         """Chunks with ``fn(chunk)`` (a provider's checksum), computed in the same worker-thread
         call that reads and hashes the chunk: the event loop never touches the bytes' math."""
-        try:
-            fh = await asyncio.to_thread(self.local.open, "rb")
-        except FileNotFoundError:
-            raise LocalIntegrityError(
-                f"backup file {self.sealed.name} is missing; the recording is retained"
-            ) from None
+        fh = await self._open()
         try:
             while True:
                 data, extra = await asyncio.to_thread(self._read, fh, fn)
@@ -161,6 +156,14 @@ class LocalReader:
                 yield data, extra
         finally:
             fh.close()
+
+    async def _open(self) -> Any:
+        try:
+            return await asyncio.to_thread(self.local.open, "rb")
+        except FileNotFoundError:
+            raise LocalIntegrityError(
+                f"backup file {self.sealed.name} is missing; the recording is retained"
+            ) from None
 
     def _read(self, fh: Any, fn: Callable[[bytes], T]) -> tuple[bytes, T]:
         data: bytes = fh.read(self.chunk)
@@ -174,12 +177,7 @@ class LocalReader:
         """``chunks_with``, but each chunk is read into a buffer taken from ``buffers`` (its
         ``obj``; the caller gives it back once done with the chunk), not into a new object:
         no 8 MiB allocation, page-faulted in and freed again, per chunk."""
-        try:
-            fh = await asyncio.to_thread(self.local.open, "rb")
-        except FileNotFoundError:
-            raise LocalIntegrityError(
-                f"backup file {self.sealed.name} is missing; the recording is retained"
-            ) from None
+        fh = await self._open()
         try:
             done = False
             while not done:
