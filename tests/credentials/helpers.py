@@ -179,3 +179,20 @@ async def publish_attempt(
             destination_id=destination_id,
         ),
     )
+
+
+async def publish_resend(
+    js: JetStreamContext, recording_id: str, tenant_id: str, destination_id: str
+) -> None:
+    await natsio.publish(
+        js,
+        rec_events.ResendRequested(
+            event_id=event_id(recording_id, "resend", destination_id),
+            recording_id=recording_id,
+            tenant_id=tenant_id,
+            occurred_at=datetime.now(UTC),
+            request_id=f"r-{destination_id}",
+            destination_id=destination_id,
+            destination_name="other",
+        ),
+    )

@@ -8,27 +8,11 @@ from nats.js import JetStreamContext
 
 from services.credentials.facts import Facts
 from shared import natsio
-from shared.events import event_id, now
 from shared.events import recordings as rec_events
 from shared.events import uploads as up_events
 from shared.ids import new_destination_id, new_recording_id, new_tenant_id
 
-from .helpers import publish_attempt, publish_started
-
-
-async def _resend(js: JetStreamContext, rid: str, tenant: str, dest: str) -> None:
-    await natsio.publish(
-        js,
-        rec_events.ResendRequested(
-            event_id=event_id(rid, "resend", dest),
-            recording_id=rid,
-            tenant_id=tenant,
-            occurred_at=now(),
-            request_id="r1",
-            destination_id=dest,
-            destination_name="other",
-        ),
-    )
+from .helpers import publish_attempt, publish_resend, publish_started
 
 
 async def _forget_log(js: JetStreamContext, rid: str) -> None:
@@ -45,7 +29,7 @@ async def test_facts_from_before_the_vault_started_are_read_from_the_log(
     await publish_started(js, rid, tenant, dest)
     await publish_attempt(js, rid, tenant, dest, f"{rid}:1")
     await publish_attempt(js, rid, tenant, dest, f"{rid}:2")
-    await _resend(js, rid, tenant, other)
+    await publish_resend(js, rid, tenant, other)
     facts = Facts(js)  # not following: nothing in memory
 
     started = await facts.started(rid)
@@ -70,7 +54,7 @@ async def test_followed_facts_are_served_from_memory_within_its_bound(
         for rid in rids:
             await publish_started(js, rid, tenant, dest)
             await publish_attempt(js, rid, tenant, dest, f"{rid}:1")
-            await _resend(js, rid, tenant, other)
+            await publish_resend(js, rid, tenant, other)
         newest = rids[-1]
         for _ in range(100):  # the copies arrive asynchronously
             if await facts.job(newest, f"{newest}:1") and await facts.resend_to(newest, other):

@@ -14,15 +14,21 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from shared import natsio, sealedbox, vault_rpc
+from shared import sealedbox, vault_rpc
 from shared.embedded import NatsServer
-from shared.events import event_id, now
-from shared.events import recordings as rec_events
 from shared.events import vault as vault_events
 from shared.ids import new_recording_id, new_tenant_id
 from tests.servers import ServiceProcess
 
-from .helpers import VaultClient, publish_attempt, publish_started, rpc, start_vault, wait_ready
+from .helpers import (
+    VaultClient,
+    publish_attempt,
+    publish_resend,
+    publish_started,
+    rpc,
+    start_vault,
+    wait_ready,
+)
 
 CANARY = "CANARY-grant-0b5e2c71"
 
@@ -158,18 +164,7 @@ async def test_resend_destination_is_granted(client: VaultClient, js: JetStreamC
         job_id=job, recording_id=rid, tenant_id=tenant, destination_id=second
     )
     assert reply.problem is not None and reply.problem.status == 403  # no resend asked yet
-    await natsio.publish(
-        js,
-        rec_events.ResendRequested(
-            event_id=event_id(rid, "resend", "r1"),
-            recording_id=rid,
-            tenant_id=tenant,
-            occurred_at=now(),
-            request_id="r1",
-            destination_id=second,
-            destination_name="second",
-        ),
-    )
+    await publish_resend(js, rid, tenant, second)
     job2 = f"{rid}:resend:2"
     await publish_attempt(js, rid, tenant, second, job2)
     reply, grant = await client.grant(
