@@ -11,9 +11,6 @@ log would not.
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import msgspec
 from nats.aio.msg import Msg
@@ -26,10 +23,6 @@ from shared.events import recordings as rec_events
 from shared.events import uploads as up_events
 
 from .bounded import Bounded
-
-log = logging.getLogger(__name__)
-
-V = TypeVar("V")
 
 DEFAULT_CAPACITY = 65536  # per kind; a few hundred bytes each
 
@@ -85,11 +78,14 @@ class Facts:
 
     # -- look-ups -------------------------------------------------------------------------------
     async def started(self, rid: str) -> rec_events.RecordingStarted | None:
-        return await self._cached(
-            self._started.get(rid),
-            lambda: natsio.last_event(self._js, rec_events.STREAM, f"recordings.{rid}.started"),
-            rec_events.RecordingStarted,
-        )
+        known = self._started.get(rid)
+        if known is not None:
+            return known
+        event = await natsio.last_event(self._js, rec_events.STREAM, f"recordings.{rid}.started")
+        if not isinstance(event, rec_events.RecordingStarted):
+            return None
+        self.remember(event)
+        return event
 
     async def job(self, rid: str, job_id: str) -> up_events.UploadAttemptStarted | None:
         """The announcement of ``job_id`` for recording ``rid``, or None."""
@@ -118,14 +114,3 @@ class Facts:
         for _, event in await natsio.read_subject(self._js, rec_events.STREAM, subject):
             self.remember(event)
         return self._resends.get((rid, destination_id)) is not None
-
-    async def _cached(
-        self, known: V | None, read: Callable[[], Awaitable[object]], kind: type[V]
-    ) -> V | None:
-        if known is not None:
-            return known
-        event = await read()
-        if not isinstance(event, kind):
-            return None
-        self.remember(event)
-        return event

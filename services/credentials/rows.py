@@ -21,7 +21,6 @@ from .bounded import Bounded
 
 log = logging.getLogger(__name__)
 
-CHANNEL = store.CHANGED_CHANNEL
 RECONNECT_S = 1.0
 
 
@@ -45,7 +44,11 @@ class RowCache:
 
     async def start(self) -> None:
         conn = await asyncpg.connect(self._url)
-        await conn.add_listener(CHANNEL, self._on_change)
+        try:
+            await conn.add_listener(store.CHANGED_CHANNEL, self._on_change)
+        except BaseException:
+            await conn.close()
+            raise
         conn.add_termination_listener(self._on_lost)
         self._listener = conn
 
@@ -96,5 +99,5 @@ class RowCache:
                 await self.start()
                 log.info("database notifications back; caching destination rows again")
                 return
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.debug("still no notification connection", extra={"error": repr(exc)})
+            except Exception as exc:  # any failure: try again; uncached reads stay correct
+                log.debug("still no notification connection", extra={"error": type(exc).__name__})

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 SCHEMA_LOCK = 0x7265737661756C74  # pg_advisory_xact_lock id: "resvault"
 CHANGED_CHANNEL = "vault_destination_changed"  # NOTIFY payload: the destination id, nothing else
 
-SCHEMA = """
+SCHEMA = f"""
 CREATE SCHEMA IF NOT EXISTS vault;
 CREATE TABLE IF NOT EXISTS vault.destinations (
     destination_id text PRIMARY KEY,
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS vault.destinations (
 -- Every update (key rewrap) or delete is announced, so caches of rows (rows.py) drop them.
 CREATE OR REPLACE FUNCTION vault.destination_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('vault_destination_changed', OLD.destination_id);
+    PERFORM pg_notify('{CHANGED_CHANNEL}', OLD.destination_id);
     RETURN NULL;
 END $$;
 DROP TRIGGER IF EXISTS destination_changed ON vault.destinations;
