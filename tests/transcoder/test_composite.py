@@ -10,10 +10,10 @@ import av
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from services.transcoder.composite import WIDTH, Cell, fit, grid, plan_composite
-from services.transcoder.output import build_output
+from services.transcoder.composite import WIDTH, Cell, CompositePlan, fit, grid, plan_composite
+from services.transcoder.output import Sealed, build_output
 from services.transcoder.plan import OutputOptions, plan_files
-from services.transcoder.state import fold
+from services.transcoder.state import RecordingCapture, fold
 
 from .capture_factory import ParticipantSpec, SessionSpec, make_capture
 from .media_probe import probe, x264_settings
@@ -22,6 +22,24 @@ KEY = Ed25519PrivateKey.generate()
 RED = (81, 90, 240)  # Y, U, V
 BLUE = (41, 240, 110)
 GRAY_UV = (128, 128)
+
+
+def _seal_with_composite(
+    rec_dir: Path, state: RecordingCapture, output_format: str
+) -> tuple[Sealed, CompositePlan | None]:
+    """Seal the files and the composite as the transcoder does: the composite is planned from
+    the native (webm) files, in the destination's format."""
+    options = OutputOptions(output_format)
+    composite = plan_composite(plan_files(state), options)
+    sealed = build_output(
+        rec_dir,
+        state,
+        plan_files(state, options),
+        signing_key=KEY,
+        options=options,
+        composite=composite,
+    )
+    return sealed, composite
 
 
 def _chroma(frame: av.VideoFrame, x: int, y: int) -> tuple[int, int]:
@@ -56,17 +74,7 @@ def test_grid_follows_joins_and_leaves(tmp_path: Path, output_format: str) -> No
             ParticipantSpec("bob", sessions=(SessionSpec(3, 5),), content=BLUE, video="video/H264"),
         ],
     )
-    state = fold(c.events)
-    options = OutputOptions(output_format)
-    composite = plan_composite(plan_files(state, OutputOptions("webm")), options)
-    sealed = build_output(
-        c.rec_dir,
-        state,
-        plan_files(state, options),
-        signing_key=KEY,
-        options=options,
-        composite=composite,
-    )
+    sealed, composite = _seal_with_composite(c.rec_dir, fold(c.events), output_format)
     (entry,) = [f for f in sealed.files if f.role == "media" and not f.participant_id]
     assert entry.name == f"composite.{output_format}"
     path = sealed.output / entry.name
@@ -149,16 +157,6 @@ def test_participant_named_composite_keeps_its_file(tmp_path: Path) -> None:
 
 def test_mp4_composite_uses_x264_frame_threads(tmp_path: Path) -> None:
     c = make_capture(tmp_path, [ParticipantSpec("alice", sessions=(SessionSpec(0, 1),))])
-    state = fold(c.events)
-    options = OutputOptions("mp4")
-    composite = plan_composite(plan_files(state), options)
-    sealed = build_output(
-        c.rec_dir,
-        state,
-        plan_files(state, options),
-        signing_key=KEY,
-        options=options,
-        composite=composite,
-    )
+    sealed, _ = _seal_with_composite(c.rec_dir, fold(c.events), "mp4")
     settings = x264_settings(sealed.output / "composite.mp4")
     assert settings["sliced_threads"] == "0" and settings["bframes"] == "0"
