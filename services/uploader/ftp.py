@@ -206,7 +206,7 @@ class FTPBackend:
             if offset and not any(f.startswith("REST") for f in self._features):
                 offset = 0
         if temp is None:
-            await self._call("create the folder of", name, client.make_directory(final.parent))
+            await self._make_folder(client, final.parent, name)
             temp = final.with_name(f".{final.name}.{secrets.token_hex(6)}.part")
             slot.save(STATE_KIND, {"final": str(final), "temp": str(temp)})
         elif offset:
@@ -273,6 +273,27 @@ class FTPBackend:
             return await aw
         except Exception as exc:
             raise classify(exc, action, name) from None
+
+    async def _make_folder(self, client: aioftp.Client, folder: PurePosixPath, name: str) -> None:
+        """MKD each missing level of ``folder``. Another upload (a recording of the same tenant
+        and day) may make a level between our look and our MKD, which is then refused: that is
+        fine once the folder is there, and the levels below it are made on the next round."""
+        refusal: aioftp.StatusCodeError | None = None
+        for _ in range(len(folder.parts) + 1):
+            try:
+                await client.make_directory(folder)
+                return
+            except aioftp.StatusCodeError as exc:
+                if _codes(exc)[-1:] != ["550"]:
+                    raise classify(exc, "create the folder of", name) from None
+                refusal = exc
+            except Exception as exc:
+                raise classify(exc, "create the folder of", name) from None
+            with contextlib.suppress(aioftp.StatusCodeError):
+                if await client.is_dir(folder):
+                    return
+        assert refusal is not None
+        raise classify(refusal, "create the folder of", name) from None
 
     async def _size(
         self, client: aioftp.Client, path: PurePosixPath, name: str, missing_ok: bool = False

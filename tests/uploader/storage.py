@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -359,6 +360,7 @@ class _Counter:
         self.hashes = 0  # HASH commands answered
         self.bytes = 0
         self.rate: float | None = None
+        self.mkdir_races = 0  # the next MKDs find their folder just made by another client
 
 
 def _handler_class(tls: bool, hash_cmd: bool, counter: _Counter, cert: Path | None) -> type:
@@ -403,6 +405,12 @@ def _handler_class(tls: bool, hash_cmd: bool, counter: _Counter, cert: Path | No
             if hash_cmd:
                 feats: list[str] = getattr(self, "_extra_feats", [])
                 self._extra_feats = [*feats, "HASH SHA-256*"]
+
+        def ftp_MKD(self, path: str) -> Any:
+            if counter.mkdir_races > 0:
+                counter.mkdir_races -= 1
+                os.mkdir(path)  # another upload got there between our look and our MKD
+            return super().ftp_MKD(path)
 
         def ftp_HASH(self, path: str) -> None:
             sha = hashlib.sha256()

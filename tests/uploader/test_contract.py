@@ -263,3 +263,41 @@ async def test_delete_removes_the_object_and_a_second_delete_is_fine(
         assert store.read(kept) == data
     finally:
         await backend.close()
+
+
+@pytest.mark.parametrize("kind", ("ftp", "ftps"))
+async def test_ftp_folder_made_by_another_upload_meanwhile_is_no_failure(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two recordings of one tenant and day share their folders: the other upload may make one
+    between this one's look and its MKD (refused with 550), at any level of the path."""
+    store = make_store(kind, tmp_path)
+    assert isinstance(store, FTPStore)
+    try:
+        for name, value in store.uploader_env().items():
+            monkeypatch.setenv(name, value)
+        store.prepare()
+        public, secret = split_config(store.provider, store.config())
+        backend = build(
+            Grant(provider=store.provider, config=public, secret=secret), part_size=5 * MIB
+        )
+        data = b"first of the day " * 100
+        local = tmp_path / "a.bin"
+        local.write_bytes(data)
+        sealed = SealedFile(
+            name="a.bin",
+            role="media",
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            crc32=zlib.crc32(data),
+        )
+        store.counter.mkdir_races = 2  # /inbox/t1 and then /inbox/t1/2026-01-02
+        try:
+            await backend.upload(local, "t1/2026-01-02/rec1/a.bin", sealed, detached(sealed))
+        finally:
+            await backend.close()
+        assert store.counter.mkdir_races == 0
+        assert store.keys() == ["t1/2026-01-02/rec1/a.bin"]
+        assert store.read("t1/2026-01-02/rec1/a.bin") == data
+    finally:
+        store.close()
