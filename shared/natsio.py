@@ -114,9 +114,10 @@ async def publish(
 
     Retrying is safe: the Nats-Msg-Id makes a second copy a duplicate the server drops (the ack
     says ``duplicate``). With ``first_on_subject`` the server stores it only if its subject holds
-    no message yet, atomically and durably, and ``SubjectTaken`` says it did.
+    no message yet, atomically and durably, and ``SubjectTaken`` says another message holds it.
     """
-    subject = stream_of(event).subject(event)
+    stream = stream_of(event)
+    subject = stream.subject(event)
     data = encode(event)
     headers = {"Nats-Msg-Id": event.event_id}
     if first_on_subject:
@@ -124,13 +125,21 @@ async def publish(
     delay = 0.1
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    unanswered = False  # an earlier try got no ack: it may have been stored all the same
     while True:
         try:
             return await js.publish(subject, data, headers=headers, timeout=2.0)
         except nats.js.errors.APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE:
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            # The subject check runs before deduplication, so a retry of a try that was stored
+            # is refused too: it is ours if the stored message carries our id.
+            mine = (
+                await _stored_copy(js, stream.name, subject, event.event_id) if unanswered else None
+            )
+            if mine is None:
                 raise SubjectTaken(subject) from None
-            raise
+            return mine
         except (
             nats.errors.TimeoutError,
             nats.js.errors.NoStreamResponseError,
@@ -139,8 +148,22 @@ async def publish(
         ):
             if loop.time() + delay > deadline:
                 raise
+            unanswered = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+async def _stored_copy(
+    js: JetStreamContext, stream: str, subject: str, msg_id: str
+) -> api.PubAck | None:
+    """The ack a stored message with ``msg_id`` on ``subject`` would have had, or None."""
+    try:
+        raw = await js.get_last_msg(stream, subject, direct=True)
+    except NotFoundError:
+        return None
+    if (raw.headers or {}).get("Nats-Msg-Id") != msg_id:
+        return None
+    return api.PubAck(stream=stream, seq=raw.seq or 0, duplicate=True)
 
 
 async def dead_letter(js: JetStreamContext, msg: Msg, consumer: str, reason: str) -> None:

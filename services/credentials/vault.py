@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -349,10 +350,10 @@ class Vault:
             aead.wipe(grant_json)
         # The audit entry is durable (JetStream, fsync) before the grant leaves, and it is the
         # once-only lock too: the first message on the job's own subject, which the stream stores
-        # only if the subject is empty (a duplicate ack is a retry of ours, or a replay within
-        # the dedup window; either way the job has its grant).
+        # only if the subject is empty. Its id is this request's own, so a stored copy with it
+        # is our publish whose ack was lost, and any other holder is another request.
         issued = vault_events.GrantIssued(
-            event_id=event_id(req.recording_id, "grant_issued", req.job_id),
+            event_id=event_id(req.recording_id, "grant_issued", req.job_id, secrets.token_hex(16)),
             recording_id=req.recording_id,
             tenant_id=row.tenant_id,
             occurred_at=now(),
@@ -362,10 +363,8 @@ class Vault:
             key_version=row.key_version,
         )
         try:
-            fresh = not (await natsio.publish(self.js, issued, first_on_subject=True)).duplicate
+            await natsio.publish(self.js, issued, first_on_subject=True)
         except natsio.SubjectTaken:
-            fresh = False
-        if not fresh:
             reason = (
                 f"job {req.job_id} was already granted credentials once; start a new upload "
                 "attempt to get a new grant"
