@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from nats.js import JetStreamContext
 
 from shared import natsio
@@ -181,5 +182,15 @@ async def wait_event(
         if proc is not None and not proc.alive():
             raise AssertionError(f"uploader exited:\n{proc.log_path.read_text()[-3000:]}")
         await asyncio.sleep(0.2)
-    log = proc.log_path.read_text()[-4000:] if proc else ""
-    raise AssertionError(f"no uploads.{rid}.{kind} within {timeout:.0f} s\n{log}")
+    raise AssertionError(
+        f"no uploads.{rid}.{kind} within {timeout:.0f} s\n{await _story(js, rid, proc)}"
+    )
+
+
+async def _story(js: JetStreamContext, rid: str, proc: ServiceProcess | None) -> str:
+    """What happened to one recording: its upload events, then its log lines and the log's end
+    (the tail alone shows other recordings when several run at once)."""
+    events = [msgspec.json.encode(e).decode()[:400] for e in await uploads(js, rid)]
+    text = proc.log_path.read_text() if proc else ""
+    mine = [line[:600] for line in text.splitlines() if rid in line][-40:]
+    return "\n".join(["events:", *events, f"log lines of {rid}:", *mine, "log end:", text[-2000:]])
