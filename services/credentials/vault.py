@@ -310,10 +310,11 @@ class Vault:
     # -- grants ---------------------------------------------------------------------------------
     async def grant(self, req: GrantRequest, requester: str) -> GrantReply:
         try:
-            row = await self._check_grant(req, requester)
+            return await self._grant(req, requester)
         except Refusal as refusal:
             await self._audit_refusal(req, requester, refusal.reason)
-            log.warning(
+            log.log(
+                logging.ERROR if refusal.status >= 500 else logging.WARNING,
                 "grant refused",
                 extra={
                     "job_id": req.job_id[:MAX_JOB_ID],
@@ -323,27 +324,25 @@ class Vault:
                 },
             )
             return GrantReply(problem=Problem(status=refusal.status, message=refusal.reason))
+
+    async def _grant(self, req: GrantRequest, requester: str) -> GrantReply:
+        """The sealed grant, or a ``Refusal`` (audited and logged by ``grant``)."""
+        row = await self._check_grant(req, requester)
         # Decrypt into buffers we own, splice the secret JSON into the grant JSON without ever
         # making a Python str of it, seal, then overwrite both buffers.
         secret_json: bytearray | None = None
         grant_json = bytearray()
         try:
-            try:
-                secret_json = self._decrypt(row)
-            except (aead.AeadError, crypto.UnknownKeyVersion) as exc:
-                reason = _undecryptable(exc).message
-                log.error("grant failed", extra={"job_id": req.job_id, "reason": reason})
-                await self._audit_refusal(req, requester, reason)
-                return GrantReply(problem=Problem(status=500, message=reason))
+            secret_json = self._decrypt(row)
             head = msgspec.json.encode({"provider": row.provider, "config": row.public_config})
             grant_json += head[:-1] + b',"secret":'
             grant_json += secret_json
             grant_json += b"}"
             sealed = sealedbox.seal(req.public_key, bytes(grant_json), grant_context(req.job_id))
+        except (aead.AeadError, crypto.UnknownKeyVersion) as exc:
+            raise Refusal(500, _undecryptable(exc).message) from None
         except sealedbox.SealError as exc:
-            await self._audit_refusal(req, requester, str(exc))
-            log.warning("grant refused", extra={"job_id": req.job_id, "reason": str(exc)})
-            return GrantReply(problem=Problem(status=422, message=f"public_key: {exc}"))
+            raise Refusal(422, f"public_key: {exc}") from None
         finally:
             if secret_json is not None:
                 aead.wipe(secret_json)
@@ -365,13 +364,11 @@ class Vault:
         try:
             await natsio.publish(self.js, issued, first_on_subject=True)
         except natsio.SubjectTaken:
-            reason = (
+            raise Refusal(
+                409,
                 f"job {req.job_id} was already granted credentials once; start a new upload "
-                "attempt to get a new grant"
-            )
-            await self._audit_refusal(req, requester, reason)
-            log.warning("grant refused", extra={"job_id": req.job_id, "reason": reason})
-            return GrantReply(problem=Problem(status=409, message=reason))
+                "attempt to get a new grant",
+            ) from None
         done = {
             "job_id": req.job_id,
             "recording_id": req.recording_id,

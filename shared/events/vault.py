@@ -24,6 +24,10 @@ def job_token(job_id: str) -> str:
 
 
 class GrantIssued(Event, frozen=True, kw_only=True, tag="vault.grant_issued"):
+    """Unlike other events, its id is the granting request's own (random), not the fact's: the
+    job's subject is what makes it once-only, and the id tells the vault's own stored copy from
+    another request's (``natsio.publish`` with ``first_on_subject``)."""
+
     job_id: str
     destination_id: str
     requester: str
