@@ -16,6 +16,7 @@ from shared import natsio, sealedbox
 from shared.events import event_id
 from shared.events import recordings as rec_events
 from shared.events import uploads as up_events
+from shared.ids import new_recording_id
 from shared.vault_rpc import (
     SUBJECT_CREATE,
     SUBJECT_DELETE,
@@ -181,18 +182,37 @@ async def publish_attempt(
     )
 
 
+async def announced_job(
+    js: JetStreamContext, tenant_id: str, destination_id: str
+) -> tuple[str, str]:
+    """A started recording with one upload job announced, as the uploader leaves it just before
+    asking for its grant: (recording id, job id)."""
+    rid = new_recording_id()
+    job = f"{rid}:1"
+    await publish_started(js, rid, tenant_id, destination_id)
+    await publish_attempt(js, rid, tenant_id, destination_id, job)
+    return rid, job
+
+
 async def publish_resend(
-    js: JetStreamContext, recording_id: str, tenant_id: str, destination_id: str
+    js: JetStreamContext,
+    recording_id: str,
+    tenant_id: str,
+    destination_id: str,
+    request_id: str = "",
+    name: str = "other",
 ) -> None:
+    """What the API publishes on ``POST /v1/recordings/{id}/resend``."""
+    request_id = request_id or f"r-{destination_id}"
     await natsio.publish(
         js,
         rec_events.ResendRequested(
-            event_id=event_id(recording_id, "resend", destination_id),
+            event_id=event_id(recording_id, "resend_requested", request_id),
             recording_id=recording_id,
             tenant_id=tenant_id,
             occurred_at=datetime.now(UTC),
-            request_id=f"r-{destination_id}",
+            request_id=request_id,
             destination_id=destination_id,
-            destination_name="other",
+            destination_name=name,
         ),
     )

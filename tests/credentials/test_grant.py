@@ -22,6 +22,7 @@ from tests.servers import ServiceProcess
 
 from .helpers import (
     VaultClient,
+    announced_job,
     publish_attempt,
     publish_resend,
     publish_started,
@@ -86,10 +87,7 @@ async def test_grant_once_for_a_real_job_and_refusals(
     dest = await make_destination(client, tenant, "main")
     spare = await make_destination(client, tenant, "spare")
     foreign = await make_destination(client, other_tenant, "theirs")
-    rid = new_recording_id()
-    await publish_started(js, rid, tenant, dest)
-    job = f"{rid}:1"
-    await publish_attempt(js, rid, tenant, dest, job)
+    rid, job = await announced_job(js, tenant, dest)
 
     reply, grant = await client.grant(
         job_id=job, recording_id=rid, tenant_id=tenant, destination_id=dest
@@ -178,12 +176,10 @@ async def test_deleted_destination_is_not_granted(
 ) -> None:
     tenant = new_tenant_id()
     dest = await make_destination(client, tenant, "gone")
-    rid = new_recording_id()
-    await publish_started(js, rid, tenant, dest)
-    await publish_attempt(js, rid, tenant, dest, f"{rid}:1")
+    rid, job = await announced_job(js, tenant, dest)
     assert (await client.delete(tenant, destination_id=dest)).destination is not None
     reply, grant = await client.grant(
-        job_id=f"{rid}:1", recording_id=rid, tenant_id=tenant, destination_id=dest
+        job_id=job, recording_id=rid, tenant_id=tenant, destination_id=dest
     )
     assert grant is None and reply.problem is not None and reply.problem.status == 404
 
@@ -221,11 +217,9 @@ async def test_master_key_rotation_keeps_old_rows_readable(
         finally:
             await conn.close()
         assert versions == {first: 1, second: 2}
-        rid = new_recording_id()
-        await publish_started(js, rid, tenant, first)
-        await publish_attempt(js, rid, tenant, first, f"{rid}:1")
+        rid, job = await announced_job(js, tenant, first)
         reply, grant = await client.grant(
-            job_id=f"{rid}:1", recording_id=rid, tenant_id=tenant, destination_id=first
+            job_id=job, recording_id=rid, tenant_id=tenant, destination_id=first
         )
         assert reply.problem is None and grant is not None
         assert grant.secret["secret_access_key"] == CANARY
@@ -239,10 +233,7 @@ async def test_a_low_order_public_key_is_refused_and_the_job_stays_grantable(
 ) -> None:
     tenant = new_tenant_id()
     dest = await make_destination(client, tenant, "loworder")
-    rid = new_recording_id()
-    job = f"{rid}:1"
-    await publish_started(js, rid, tenant, dest)
-    await publish_attempt(js, rid, tenant, dest, job)
+    rid, job = await announced_job(js, tenant, dest)
     bad = vault_rpc.GrantRequest(
         job_id=job, recording_id=rid, tenant_id=tenant, destination_id=dest, public_key=bytes(32)
     )

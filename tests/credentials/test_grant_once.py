@@ -10,9 +10,9 @@ from nats.js import JetStreamContext
 from shared import natsio
 from shared.events import now
 from shared.events import vault as vault_events
-from shared.ids import new_recording_id, new_tenant_id
+from shared.ids import new_tenant_id
 
-from .helpers import VaultClient, publish_attempt, publish_started
+from .helpers import VaultClient, announced_job
 
 
 async def _job(client: VaultClient, js: JetStreamContext) -> tuple[str, str, str, str]:
@@ -20,10 +20,7 @@ async def _job(client: VaultClient, js: JetStreamContext) -> tuple[str, str, str
     created = await client.create(tenant, "once", "file", {"path": "/tmp/resguardo-once"})
     assert created.destination is not None, created.problem
     dest = created.destination.destination_id
-    rid = new_recording_id()
-    job = f"{rid}:1"
-    await publish_started(js, rid, tenant, dest)
-    await publish_attempt(js, rid, tenant, dest, job)
+    rid, job = await announced_job(js, tenant, dest)
     return tenant, dest, rid, job
 
 

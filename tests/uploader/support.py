@@ -18,12 +18,12 @@ from nats.js import JetStreamContext
 
 from shared import natsio
 from shared.events import AnyEvent, event_id
-from shared.events import recordings as rec_events
 from shared.events import transcodes as tr_events
 from shared.events import uploads as up_events
 from shared.events.transcodes import SealedFile
 from shared.ids import new_recording_id
 from shared.integrity import sha256sums
+from tests.credentials.helpers import publish_resend as publish_resend_of
 from tests.credentials.helpers import publish_started
 from tests.servers import ServiceProcess, service_env
 
@@ -92,7 +92,10 @@ class Backup:
         return f"{prefix}/{key}" if prefix else key
 
 
-def _sealed(path: Path, role: str, content_type: str) -> SealedFile:
+def sealed_file(
+    path: Path, role: str, content_type: str = "application/octet-stream"
+) -> SealedFile:
+    """The sealed-file entry of a file on disk, as the transcoder writes it."""
     data = path.read_bytes()
     return SealedFile(
         name=path.name,
@@ -116,13 +119,13 @@ def write_backup(root: Path, tenant_id: str, media_sizes: dict[str, int]) -> Bac
     files = []
     for name, size in media_sizes.items():
         (out / name).write_bytes(os.urandom(size))
-        files.append(_sealed(out / name, "media", "video/webm"))
+        files.append(sealed_file(out / name, "media", "video/webm"))
     (out / "SHA256SUMS").write_text(sha256sums((f.name, f.sha256) for f in files))
     (out / "manifest.json").write_text(
         json.dumps({"recording_id": rid, "files": [f.name for f in files]})
     )
-    files.append(_sealed(out / "SHA256SUMS", "checksums", "text/plain"))
-    files.append(_sealed(out / "manifest.json", "manifest", "application/json"))
+    files.append(sealed_file(out / "SHA256SUMS", "checksums", "text/plain"))
+    files.append(sealed_file(out / "manifest.json", "manifest", "application/json"))
     return Backup(root, tenant_id, rid, files, datetime.now(UTC))
 
 
@@ -147,17 +150,8 @@ async def publish_resend(
     js: JetStreamContext, backup: Backup, destination_id: str, request_id: str, name: str = "dest"
 ) -> None:
     """What the API publishes on ``POST /v1/recordings/{id}/resend``."""
-    await natsio.publish(
-        js,
-        rec_events.ResendRequested(
-            event_id=event_id(backup.recording_id, "resend_requested", request_id),
-            recording_id=backup.recording_id,
-            tenant_id=backup.tenant_id,
-            occurred_at=datetime.now(UTC),
-            request_id=request_id,
-            destination_id=destination_id,
-            destination_name=name,
-        ),
+    await publish_resend_of(
+        js, backup.recording_id, backup.tenant_id, destination_id, request_id, name
     )
 
 

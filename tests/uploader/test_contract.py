@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
 
-from services.uploader.backend import build
+from services.uploader.backend import Backend, build
 from services.uploader.resume import detached
 from shared.embedded import NatsServer
 from shared.events import uploads as up
@@ -33,6 +32,7 @@ from .storage import MIB, FTPStore, Store, make_store
 from .support import (
     publish_resend,
     publish_sealed,
+    sealed_file,
     start_uploader,
     uploads,
     wait_event,
@@ -232,24 +232,27 @@ async def test_kill_9_mid_upload_resumes_from_what_arrived(
     assert not backup.folder.exists()
 
 
-async def test_delete_removes_the_object_and_a_second_delete_is_fine(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def direct_backend(store: Store, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    """The store's adapter, built in this process as the uploader builds it for one job."""
     for name, value in store.uploader_env().items():  # FTPS: trust the test server's certificate
         monkeypatch.setenv(name, value)
     store.prepare()
     public, secret = split_config(store.provider, store.config())
-    backend = build(Grant(provider=store.provider, config=public, secret=secret), part_size=5 * MIB)
-    data = b"delete me " * 1000
-    local = tmp_path / "gone.bin"
+    return build(Grant(provider=store.provider, config=public, secret=secret), part_size=5 * MIB)
+
+
+def local_file(tmp_path: Path, name: str, data: bytes) -> tuple[Path, SealedFile]:
+    local = tmp_path / name
     local.write_bytes(data)
-    sealed = SealedFile(
-        name="gone.bin",
-        role="checksums",
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        crc32=zlib.crc32(data),
-    )
+    return local, sealed_file(local, "media")
+
+
+async def test_delete_removes_the_object_and_a_second_delete_is_fine(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = direct_backend(store, monkeypatch)
+    data = b"delete me " * 1000
+    local, sealed = local_file(tmp_path, "gone.bin", data)
     key, kept = "calls/t1/2026-01-02/rec1/gone.bin", "calls/t1/2026-01-02/rec1/kept.bin"
     try:
         for k in (key, kept):
@@ -274,23 +277,9 @@ async def test_ftp_folder_made_by_another_upload_meanwhile_is_no_failure(
     store = make_store(kind, tmp_path)
     assert isinstance(store, FTPStore)
     try:
-        for name, value in store.uploader_env().items():
-            monkeypatch.setenv(name, value)
-        store.prepare()
-        public, secret = split_config(store.provider, store.config())
-        backend = build(
-            Grant(provider=store.provider, config=public, secret=secret), part_size=5 * MIB
-        )
+        backend = direct_backend(store, monkeypatch)
         data = b"first of the day " * 100
-        local = tmp_path / "a.bin"
-        local.write_bytes(data)
-        sealed = SealedFile(
-            name="a.bin",
-            role="media",
-            size=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-            crc32=zlib.crc32(data),
-        )
+        local, sealed = local_file(tmp_path, "a.bin", data)
         store.counter.mkdir_races = 2  # /inbox/t1 and then /inbox/t1/2026-01-02
         try:
             await backend.upload(local, "t1/2026-01-02/rec1/a.bin", sealed, detached(sealed))

@@ -10,14 +10,13 @@ from nats.js import JetStreamContext
 
 from shared import natsio
 from shared.events import event_id
-from shared.events import recordings as rec
 from shared.events import transcodes as tr
 from shared.events import uploads as up
 from shared.ids import new_tenant_id
 from tests.credentials.helpers import VaultClient
 from tests.servers import ServiceProcess
 
-from .support import publish_sealed, uploads, wait_event, write_backup
+from .support import publish_resend, publish_sealed, uploads, wait_event, write_backup
 from .test_uploader import make_destination
 
 
@@ -114,21 +113,7 @@ async def test_resend_to_another_destination(
     await wait_event(js, rid, "uploaded", uploader)
     assert backup.folder.exists()  # kept by the first destination
 
-    async def resend(request_id: str, destination_id: str, name: str) -> None:
-        await natsio.publish(
-            js,
-            rec.ResendRequested(
-                event_id=event_id(rid, "resend", request_id),
-                recording_id=rid,
-                tenant_id=tenant,
-                occurred_at=datetime.now(UTC),
-                request_id=request_id,
-                destination_id=destination_id,
-                destination_name=name,
-            ),
-        )
-
-    await resend("r1", second, "two")
+    await publish_resend(js, backup, second, "r1", "two")
     done = await wait_event(
         js, rid, "uploaded", uploader, where=lambda e: e.destination_id == second
     )
@@ -138,7 +123,7 @@ async def test_resend_to_another_destination(
     assert (tmp_path / "two" / backup.key("alice.webm")).read_bytes() == content
 
     # Nothing left to resend: refused with a reason, nothing retained.
-    await resend("r2", first, "one")
+    await publish_resend(js, backup, first, "r2", "one")
     failed = await wait_event(js, rid, "failed", uploader)
     assert isinstance(failed, up.UploadFailed) and not failed.will_retry
     assert "already deleted" in failed.reason
