@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "schema",
     "demo",
     "verify",
+    "nats_context",
 )
 
 

@@ -2,38 +2,45 @@
 
 Embedded nats-server and PostgreSQL start first (unless RESGUARDO_NATS_URL / RESGUARDO_DATABASE_URL
 name servers of your own), then the five services. A child that dies is restarted with backoff
-and the log says so; SIGINT/SIGTERM stops every child cleanly, services first, servers last.
+and the log says so. SIGINT, SIGTERM and SIGHUP (the terminal closed) stop every child cleanly,
+services first, servers last; if the supervisor itself is killed (SIGKILL, the OOM killer) every
+child gets a parent-death signal from the kernel and stops by itself (``shared.procs``). One
+supervisor per data dir: a lock in ``run/`` refuses a second one (``resguardo.datadir``), and a
+new one first waits for, then stops, whatever an earlier one left running.
 
 The embedded nats-server gets one user per service with only the rights that service needs
 (``shared.embedded.SERVICE_RIGHTS``), plus an ``operator`` user for tools. Passwords are made once,
 kept 0600 in ``<data dir>/secrets/nats/<user>.password``, and each child gets only its own, in
 RESGUARDO_NATS_USER / RESGUARDO_NATS_PASSWORD (environment, never argv; never printed).
-``run/endpoints.json`` (0600) holds the operator's NATS URL for tools and tests.
+``run/endpoints.json`` (0600) holds the operator's NATS URL for tools and tests;
+``run/status.json`` the state of every child, for ``resguardo status``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from shared import procs
 from shared.config import CommonConfig, ConfigError, env_name, load, setting
 from shared.embedded import OPERATOR, SERVICE_RIGHTS, NatsServer, Postgres, python_env, system_users
 from shared.tls import ensure_self_signed
 
+from .children import Child
+from .datadir import STATUS_NAME, AlreadyRunning, DataDirLock, leftovers, write_private_json
+
 log = logging.getLogger("resguardo.supervisor")
 
 SERVICES = ("credentials", "api", "proxy", "transcoder", "uploader")
-MAX_BACKOFF_S = 30.0
+STATUS_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,12 @@ class UpConfig(CommonConfig):
     whip_public_url: str = setting(
         "", "Base URL participants use for WHIP. Default: https://127.0.0.1:<whip port>."
     )
+    health_port_base: int = setting(
+        9460,
+        "`resguardo up` gives the services the health ports from this one on, in the order "
+        "credentials, api, proxy, transcoder, uploader (9460-9464 by default). 0: any free "
+        "port for each, recorded in <data dir>/run/<service>.health.",
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -51,50 +64,14 @@ class UpConfig(CommonConfig):
             port = getattr(self, name)
             if not 0 < port < 65536:
                 raise ConfigError(f"{env_name(name)} must be a port number from 1 to 65535.")
+        if self.health_port_base and not 0 < self.health_port_base < 65536 - len(SERVICES):
+            raise ConfigError(
+                f"{env_name('health_port_base')} must be 0 or a port number from 1 to "
+                f"{65535 - len(SERVICES)}."
+            )
 
-
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    next_start: float = 0.0
-    started_at: float = 0.0
-    _log: IO[bytes] | None = field(default=None, repr=False)
-
-    def start(self) -> None:
-        if self._log is None:
-            self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.started_at = time.monotonic()
-        # Operators (and the crash tests) find each service's current pid here.
-        self.pid_path.write_text(f"{self.proc.pid}\n")
-
-    @property
-    def pid_path(self) -> Path:
-        return self.log_path.parent.parent / "run" / f"{self.name}.pid"
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log:
-            self._log.close()
-            self._log = None
-        self.pid_path.unlink(missing_ok=True)
+    def service_health_port(self, service: str) -> int:
+        return self.health_port_base + SERVICES.index(service) if self.health_port_base else 0
 
 
 def nats_passwords(directory: Path) -> dict[str, str]:
@@ -127,54 +104,99 @@ def with_login(url: str, user: str, password: str) -> str:
     return f"{scheme}{sep}{user}:{password}@{rest}"
 
 
+def port_in_use(port: int) -> bool:
+    """Whether something listens on ``port``. SO_REUSEADDR, as every server here binds: closed
+    connections still in TIME_WAIT (after any API or WHIP traffic) must not read as "in use"."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 class Supervisor:
     def __init__(self, config: UpConfig, *, out: IO[str] = sys.stdout) -> None:
         self.config = config
         self.out = out
         self.data_dir = config.data_dir.resolve()
+        self.run_dir = self.data_dir / "run"
+        self.lock = DataDirLock(self.run_dir)
         self.nats: NatsServer | None = None
         self.pg: Postgres | None = None
         self.children: list[Child] = []
+        self.started_wall = time.time()
         self._stopping = False
+        self._status_at = 0.0
+        self._logs: list[IO[bytes]] = []
 
     # -- start -------------------------------------------------------------------------------
     def _check_ports(self) -> None:
         wanted = [("api_port", self.config.api_port), ("whip_port", self.config.whip_port)]
         if not self.config.nats_url:
             wanted.append(("nats_port", self.config.nats_port))
+        if self.config.health_port_base:
+            wanted += [("health_port_base", self.config.service_health_port(s)) for s in SERVICES]
         for name, port in wanted:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    raise ConfigError(
-                        f"port {port} is already in use (is another `resguardo up` "
-                        f"running?); set {env_name(name)} to a free port."
-                    ) from None
+            if port_in_use(port):
+                raise ConfigError(
+                    f"port {port} is already in use by another program; "
+                    f"set {env_name(name)} to a free port."
+                )
 
-    def start(self) -> None:
-        self._check_ports()
-        for sub in ("logs", "run", "secrets"):
-            (self.data_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
-        ensure_self_signed(self.data_dir / "tls")
-        nats_url = self.config.nats_url
-        operator_url = nats_url
+    def _stop_leftovers(self) -> None:
+        """Processes an earlier supervisor of this data dir left (it was killed): they got their
+        parent-death signal and are stopping; wait for them, then make sure."""
+        old = leftovers(self.run_dir)
+        if not old:
+            return
+        print(f"Waiting for {len(old)} process(es) of an earlier run to stop...", file=self.out)
+        log.warning("earlier run still stopping", extra={"processes": sorted(old)})
+        alive = procs.wait_gone(list(old.values()), self.config.drain_timeout_s + 5)
+        procs.stop_processes(alive, grace_s=5)
+
+    def _log_file(self, name: str) -> IO[bytes]:
+        fh = (self.data_dir / "logs" / f"{name}.log").open("ab")
+        self._logs.append(fh)
+        return fh
+
+    def _start_servers(self) -> tuple[str, str, dict[str, str], str]:
+        nats_url = operator_url = self.config.nats_url
         passwords: dict[str, str] = {}
         if not nats_url:
             passwords = nats_passwords(self.data_dir / "secrets" / "nats")
-            self._nats_log = (self.data_dir / "logs" / "nats-server.log").open("ab")
             self.nats = NatsServer(
                 self.data_dir / "nats",
                 port=self.config.nats_port,
                 users=system_users(passwords),
-                log=self._nats_log,
+                log=self._log_file("nats-server"),
             ).start()
+            self._record_pid("nats-server", self.nats.proc)
             nats_url = self.nats.url
             operator_url = with_login(nats_url, OPERATOR, passwords[OPERATOR])
         database_url = self.config.database_url
         if not database_url:
-            self.pg = Postgres(self.data_dir / "postgres").start()
+            self.pg = Postgres(self.data_dir / "postgres", log=self._log_file("postgres")).start()
+            self._record_pid("postgres", self.pg.proc)
             database_url = self.pg.url
+        return nats_url, operator_url, passwords, database_url
+
+    def _record_pid(self, name: str, proc: Any) -> None:
+        if proc is not None:
+            procs.write_pid(self.run_dir / f"{name}.pid", proc.pid)
+
+    def start(self) -> None:
+        for sub in ("logs", "run", "secrets"):
+            (self.data_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.lock.acquire()
+        except AlreadyRunning as exc:
+            raise ConfigError(str(exc)) from None
+        self._stop_leftovers()
+        self._check_ports()
+        ensure_self_signed(self.data_dir / "tls")
+        nats_url, operator_url, passwords, database_url = self._start_servers()
         whip_public = self.config.whip_public_url or f"https://127.0.0.1:{self.config.whip_port}"
         api_url = f"https://127.0.0.1:{self.config.api_port}"
         env = python_env() | {
@@ -184,6 +206,7 @@ class Supervisor:
             env_name("api_port"): str(self.config.api_port),
             env_name("whip_port"): str(self.config.whip_port),
             env_name("whip_public_url"): whip_public,
+            env_name("drain_timeout_s"): str(self.config.drain_timeout_s),
             "PYTHONUNBUFFERED": "1",
         }
         for name in SERVICES:
@@ -195,27 +218,30 @@ class Supervisor:
             child = Child(
                 name=name,
                 argv=[sys.executable, "-m", f"services.{name}"],
-                env=env | login,
+                env=env
+                | login
+                | {env_name("health_port"): str(self.config.service_health_port(name))},
                 log_path=self.data_dir / "logs" / f"{name}.log",
+                run_dir=self.run_dir,
             )
             child.start()
             self.children.append(child)
-            log.info("started", extra={"child": name, "pid": child.proc.pid if child.proc else 0})
+            log.info("started", extra={"child": name, "pid": child.pid})
         endpoints = {
             "api_url": api_url,
             "whip_base_url": f"{whip_public}/whip",
             "nats_url": operator_url,  # with the operator's login when the server is ours
+            "nats_embedded": self.nats is not None,
+            "database_url": database_url if self.pg else "",  # embedded: no password in it
             "ca_file": str(self.data_dir / "tls" / "cert.pem"),
             "dev_token_file": str(self.data_dir / "secrets" / "dev-api-token"),
             "admin_token_file": str(self.data_dir / "secrets" / "admin-token"),
             "logs_dir": str(self.data_dir / "logs"),
+            "status_file": str(self.run_dir / STATUS_NAME),
             "pid": os.getpid(),
         }
-        tmp = self.data_dir / "run" / "endpoints.json.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(endpoints, indent=2) + "\n")
-        tmp.replace(self.data_dir / "run" / "endpoints.json")
+        write_private_json(self.run_dir / "endpoints.json", endpoints)
+        self.write_status(force=True)
         logins = f" (logins in {self.data_dir / 'secrets' / 'nats'})" if passwords else ""
         print(
             "Resguardo is up.\n"
@@ -225,67 +251,100 @@ class Supervisor:
             f"  API token  {endpoints['dev_token_file']} (created by the API on first start)\n"
             f"  CA cert    {endpoints['ca_file']}\n"
             f"  Logs       {endpoints['logs_dir']}\n"
-            "Try `resguardo demo` in another terminal. Ctrl-C stops everything.",
+            "Try `resguardo demo` and `resguardo status` in another terminal. "
+            "Ctrl-C stops everything.",
             file=self.out,
             flush=True,
         )
 
     # -- watch -------------------------------------------------------------------------------
     def poll_once(self) -> None:
-        now = time.monotonic()
         if self.nats and self.nats.proc and self.nats.proc.poll() is not None:
             log.warning(
                 "nats-server exited; restarting it on the same store",
                 extra={"code": self.nats.proc.returncode},
             )
             self.nats.start()
-        for child in self.children:
-            if child.proc is None or child.proc.poll() is None:
-                if child.proc is None and now >= child.next_start:
-                    child.start()
-                    log.warning(
-                        "restarted", extra={"child": child.name, "restarts": child.restarts}
-                    )
-                elif child.proc is not None and now - child.started_at > 60:
-                    child.restarts = 0  # healthy for a minute: forgive earlier crashes
-                continue
-            code = child.proc.returncode
-            child.restarts += 1
-            backoff = min(MAX_BACKOFF_S, 0.5 * 2 ** (child.restarts - 1))
+            self._record_pid("nats-server", self.nats.proc)
+        if self.pg and self.pg.proc and self.pg.proc.poll() is not None:
             log.warning(
-                "child exited; restarting",
-                extra={"child": child.name, "code": code, "in_s": backoff},
+                "postgres exited; restarting it on the same data",
+                extra={"code": self.pg.proc.returncode},
             )
-            child.proc = None
-            child.next_start = now + backoff
+            self.pg.start()
+            self._record_pid("postgres", self.pg.proc)
+        for child in self.children:
+            child.poll(time.monotonic())
+        self.write_status()
+
+    def write_status(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._status_at < STATUS_EVERY_S:
+            return
+        self._status_at = now
+        nats: dict[str, Any] = {"embedded": self.nats is not None}
+        if self.nats is not None:
+            nats |= {"url": self.nats.url, "pid": self.nats.proc.pid if self.nats.proc else None}
+        status = {
+            "supervisor": {
+                "pid": os.getpid(),
+                "data_dir": str(self.data_dir),
+                "started_at": self.started_wall,
+            },
+            "updated_at": time.time(),
+            "stopping": self._stopping,
+            "services": {c.name: c.status() for c in self.children},
+            "nats": nats,
+            "postgres": {"embedded": self.pg is not None, "pid": self.pg.pid if self.pg else None},
+        }
+        write_private_json(self.run_dir / STATUS_NAME, status)
 
     def run(self) -> int:
         def on_signal(signum: int, _frame: Any) -> None:
+            if not self._stopping:
+                log.info("stopping", extra={"signal": signal.Signals(signum).name})
             self._stopping = True
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, on_signal)
         try:
             self.start()
             while not self._stopping:
                 self.poll_once()
                 time.sleep(0.2)
         finally:
-            self.stop()
+            if self.lock.held:  # not when another supervisor holds the data dir
+                self.stop()
         return 0
 
     def stop(self) -> None:
-        print("Stopping...", file=self.out, flush=True)
-        # Services first (they drain NATS and finish handlers), servers last.
-        for child in reversed(self.children):
-            child.stop()
+        self._say("Stopping...")
+        # Services first, all at once (each drains NATS and lets in-flight work be
+        # redelivered), servers last.
+        for child in self.children:
+            child.ask_to_stop()
+        deadline = time.monotonic() + self.config.drain_timeout_s + 5
+        for child in self.children:
+            child.wait_stopped(deadline)
         if self.nats:
             self.nats.stop()
+            (self.run_dir / "nats-server.pid").unlink(missing_ok=True)
         if self.pg:
             self.pg.stop()
-        endpoints = self.data_dir / "run" / "endpoints.json"
-        endpoints.unlink(missing_ok=True)
-        print("Stopped.", file=self.out, flush=True)
+            (self.run_dir / "postgres.pid").unlink(missing_ok=True)
+        for path in ("endpoints.json", STATUS_NAME):
+            (self.run_dir / path).unlink(missing_ok=True)
+        for fh in self._logs:
+            fh.close()
+        self.lock.release()
+        self._say("Stopped.")
+
+    def _say(self, text: str) -> None:
+        # The terminal may be gone (SIGHUP): writing to it must not stop the stop.
+        try:
+            print(text, file=self.out, flush=True)
+        except OSError:
+            pass
 
 
 def up() -> int:

@@ -128,6 +128,25 @@ class CommonConfig:
         None, "The temporary backup store (captures and outputs). Default: <data dir>/backup."
     )
     log_level: str = setting("INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
+    health_host: str = setting(
+        "127.0.0.1", "Address of this process's HTTP port for /healthz, /readyz and /metrics."
+    )
+    health_port: int = setting(
+        0,
+        "Port for /healthz, /readyz and /metrics of this process. 0: any free port, written to "
+        "<data dir>/run/<service>.health. `resguardo up` gives each service its own from "
+        "RESGUARDO_HEALTH_PORT_BASE.",
+    )
+    drain_timeout_s: float = setting(
+        10.0,
+        "Seconds a service may take to stop after SIGTERM (in-flight work is left unacked for "
+        "redelivery, NATS is drained) before it exits regardless.",
+    )
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files, health URLs and the supervisor's status: this machine's, not shared."""
+        return (self.data_dir / "run").resolve()
 
     @property
     def backup_root(self) -> Path:
@@ -139,5 +158,9 @@ class CommonConfig:
                 f"{env_name('log_level')} must be DEBUG, INFO, WARNING or ERROR, "
                 f"not {self.log_level!r}."
             )
+        if not 0 <= self.health_port < 65536:
+            raise ConfigError(f"{env_name('health_port')} must be a port number from 0 to 65535.")
+        if self.drain_timeout_s <= 0:
+            raise ConfigError(f"{env_name('drain_timeout_s')} must be a positive number.")
         if self.nats_url and not self.nats_url.startswith(("nats://", "tls://")):
             raise ConfigError(f"{env_name('nats_url')} must start with nats:// or tls://.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from .procs import die_with_parent
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -202,7 +205,13 @@ class NatsServer:
         self.config_path.write_text(nats_config(port=self.port, store_dir=store, users=self.users))
         self.config_path.chmod(0o600)  # it may hold service passwords
         self.proc = subprocess.Popen(
-            [nats_server_binary(), "-c", str(self.config_path)], stdout=self.log, stderr=self.log
+            [nats_server_binary(), "-c", str(self.config_path)],
+            stdout=self.log,
+            stderr=self.log,
+            # Its own session: a signal to the terminal's process group (Ctrl-C) must not stop
+            # it before the services that still use it have drained.
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
         wait_for_port("127.0.0.1", self.port)
         return self
@@ -223,29 +232,137 @@ class NatsServer:
 
 
 class Postgres:
-    """PostgreSQL from PyPI's pgserver, on a Unix socket under ``data_dir``."""
+    """PostgreSQL from PyPI's pgserver, as our own foreground child on a Unix socket.
 
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = Path(data_dir)
-        self._server: Any = None
+    pgserver's own ``get_server`` starts the postmaster through ``pg_ctl``, which detaches it: it
+    would outlive a supervisor killed by SIGKILL. Here pgserver's binaries run ``postgres``
+    directly, so it dies with us (SIGINT, its fast shutdown). As root it runs as pgserver's
+    system user, as pgserver itself does.
+    """
 
-    def start(self) -> Postgres:
-        import pgserver  # heavy import: only when an embedded database is wanted
+    SYSTEM_USER = "pgserver"
+
+    def __init__(self, data_dir: Path, *, log: IO[Any] | int | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.log = log if log is not None else subprocess.DEVNULL
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.socket_dir: Path | None = None
+
+    def start(self, timeout: float = 60.0) -> Postgres:
+        import warnings
+
+        with warnings.catch_warnings():  # pgserver's import asks for XDG_RUNTIME_DIR: unneeded
+            warnings.simplefilter("ignore")
+            # heavy imports: only when an embedded database is wanted
+            from pgserver import utils
+            from pgserver._commands import POSTGRES_BIN_PATH, initdb  # type: ignore[attr-defined]
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
+        user = self._prepare_user(utils, POSTGRES_BIN_PATH)
+        if not (self.data_dir / "PG_VERSION").exists():
+            initdb(
+                ["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"],
+                pgdata=self.data_dir,
+                user=user,
+            )
+        # pgdata itself when its path is short enough for a Unix socket, else a runtime dir.
+        self.socket_dir = Path(utils.find_suitable_socket_dir(self.data_dir, _runtime_path()))
+        if user is not None and self.socket_dir != self.data_dir:
+            utils.ensure_prefix_permissions(self.socket_dir)
+            self.socket_dir.chmod(0o777)
+        self.proc = subprocess.Popen(
+            [
+                str(POSTGRES_BIN_PATH / "postgres"),
+                "-D",
+                str(self.data_dir),
+                "-h",
+                "",  # no TCP at all: the Unix socket only
+                "-k",
+                str(self.socket_dir),
+            ],
+            stdout=self.log,
+            stderr=self.log,
+            user=user,
+            start_new_session=True,  # as nats-server: stopped by us, after the services
+            preexec_fn=die_with_parent(signal.SIGINT),
+        )
+        self._wait_ready(utils, timeout)
         return self
+
+    def _prepare_user(self, utils: Any, bin_path: Path) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        import pwd
+        import stat
+
+        utils.ensure_user_exists(self.SYSTEM_USER)
+        utils.ensure_prefix_permissions(self.data_dir)
+        utils.ensure_prefix_permissions(bin_path)
+        read = stat.S_IRGRP | stat.S_IROTH
+        utils.ensure_folder_permissions(bin_path, stat.S_IXGRP | stat.S_IXOTH | read)
+        utils.ensure_folder_permissions(bin_path.parent / "lib", read)
+        entry = pwd.getpwnam(self.SYSTEM_USER)
+        os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        return self.SYSTEM_USER
+
+    def _wait_ready(self, utils: Any, timeout: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"PostgreSQL exited with code {self.proc.returncode} at start; "
+                    f"see its log (data dir {self.data_dir})"
+                )
+            with contextlib.suppress(Exception):
+                info = utils.PostmasterInfo.read_from_pgdata(self.data_dir)
+                if info is not None and info.pid == self.proc.pid and info.status == "ready":
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"PostgreSQL was not ready within {timeout:.0f} s")
+
+    @staticmethod
+    def running_url(data_dir: Path) -> str | None:
+        """The URL of a server already running on ``data_dir`` (another process's), or None."""
+        from pgserver import utils
+
+        with contextlib.suppress(Exception):
+            info = utils.PostmasterInfo.read_from_pgdata(Path(data_dir).resolve())
+            if info is not None and info.is_running() and info.status == "ready":
+                return str(info.get_uri())
+        return None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        return str(self._server.get_uri())
+        assert self.socket_dir is not None, "start() first"
+        return f"postgresql://postgres:@/postgres?host={self.socket_dir}"
 
-    def stop(self) -> None:
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                self._server.cleanup()
-            self._server = None
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # fast shutdown: end sessions, checkpoint
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def _runtime_path() -> Path:
+    import warnings
+
+    import platformdirs
+
+    with warnings.catch_warnings():  # "XDG_RUNTIME_DIR is not set": /tmp/runtime-<uid> is fine
+        warnings.simplefilter("ignore")
+        return Path(platformdirs.user_runtime_path("python_PostgresServer"))
 
 
 def python_env() -> dict[str, str]:

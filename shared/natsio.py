@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import nats
@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 
+from . import metrics
 from .events import STREAMS, AnyEvent, Event, StreamSpec, decode, encode, stream_of
 from .events import deadletter as dl
 
@@ -181,6 +182,7 @@ async def dead_letter(js: JetStreamContext, msg: Msg, consumer: str, reason: str
         msgspec.json.encode(letter),
         headers={"Nats-Msg-Id": f"dl-{meta.stream}-{meta.sequence.stream}-{consumer}"},
     )
+    metrics.DEAD_LETTERS.labels(stream=meta.stream, consumer=consumer).inc()
     log.warning(
         "dead-lettered",
         extra={
@@ -193,6 +195,14 @@ async def dead_letter(js: JetStreamContext, msg: Msg, consumer: str, reason: str
 
 
 Handler = Callable[[AnyEvent, Msg], Awaitable[None]]
+
+
+class BindWatcher(Protocol):
+    """Told when a durable consumer is being bound, is bound, and is let go (readiness)."""
+
+    def consumer_binding(self, stream: str, durable: str) -> None: ...
+    def consumer_bound(self, stream: str, durable: str) -> None: ...
+    def consumer_unbound(self, stream: str, durable: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -257,11 +267,22 @@ async def run_consumer(
     *,
     batch: int = 8,
     concurrency: int = 1,
+    watcher: BindWatcher | None = None,
 ) -> None:
     """Pull from a durable consumer forever; cancel the task to stop (in-flight work is naked
     implicitly by ack_wait expiry, so a killed process loses nothing)."""
-    await ensure_consumer(js, spec)
-    sub = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream.name)
+    names = (spec.stream.name, spec.durable)
+    if watcher:
+        watcher.consumer_binding(*names)
+    try:
+        await ensure_consumer(js, spec)
+        sub = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream.name)
+    except BaseException:
+        if watcher:
+            watcher.consumer_unbound(*names)
+        raise
+    if watcher:
+        watcher.consumer_bound(*names)
     sem = asyncio.Semaphore(concurrency)
 
     async def guarded(msg: Msg) -> None:
@@ -279,6 +300,7 @@ async def run_consumer(
             try:
                 msgs = await sub.fetch(batch=max(batch, concurrency), timeout=1.0)
             except TimeoutError:  # nats-py raises the builtin one too; nats' is a subclass
+                _raise_if_cancelling()
                 continue
             except (
                 nats.errors.ConnectionClosedError,
@@ -289,8 +311,17 @@ async def run_consumer(
                 continue
             await asyncio.gather(*(guarded(m) for m in msgs))
     finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        if watcher:
+            watcher.consumer_unbound(*names)
+        with contextlib.suppress(Exception):  # bounded: the server may be gone as well
+            await asyncio.wait_for(sub.unsubscribe(), 1.0)
+
+
+def _raise_if_cancelling() -> None:
+    """nats-py's fetch can turn our cancellation into a TimeoutError; do not swallow it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def read_subject(

@@ -1,9 +1,15 @@
-"""The frame every service runs in: config, logs, NATS, streams, and a clean shutdown.
+"""The frame every service runs in: config, logs, NATS, streams, health, and a clean shutdown.
 
 A service module provides ``async def serve(ctx) -> None`` that starts its work as tasks on
-``ctx.tasks`` and returns; SIGTERM/SIGINT then cancels those tasks (in-flight messages are left
-unacked and come back later), drains the NATS connection and runs every cleanup registered on
-``ctx.stack``.
+``ctx.tasks`` and returns; SIGTERM/SIGINT/SIGHUP then cancels those tasks (in-flight messages are
+left unacked and come back later), drains the NATS connection and runs every cleanup registered
+on ``ctx.stack``. A stop that takes longer than ``RESGUARDO_DRAIN_TIMEOUT_S`` ends the process
+anyway (from a thread, so a stuck event loop cannot hold it), which nothing loses: unacked work is
+redelivered.
+
+Every service answers ``/healthz``, ``/readyz`` and ``/metrics`` on its health port
+(``shared.health``); ``ctx.health`` takes its own readiness checks, and consumers started with
+``ctx.consume`` report whether they are bound.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -21,7 +29,7 @@ from typing import Any, Generic, TypeVar
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from . import logs, natsio
+from . import health, logs, metrics, natsio
 from .config import CommonConfig, ConfigError, load
 
 C = TypeVar("C", bound=CommonConfig)
@@ -35,12 +43,42 @@ class ServiceContext(Generic[C]):
     nc: NATS
     js: JetStreamContext
     stack: AsyncExitStack
+    health: health.Health
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
         self.tasks.append(task)
         return task
+
+    def consume(
+        self,
+        spec: natsio.ConsumerSpec,
+        handler: natsio.Handler,
+        *,
+        batch: int = 8,
+        concurrency: int = 1,
+    ) -> asyncio.Task[Any]:
+        """Run durable consumer ``spec`` as a task; readiness follows whether it is bound."""
+        return self.spawn(
+            natsio.run_consumer(
+                self.js, spec, handler, batch=batch, concurrency=concurrency, watcher=self.health
+            ),
+            name=spec.durable,
+        )
+
+
+def _exit_after(seconds: float) -> None:
+    """Last resort of a stop: end the process from a thread even if the event loop is stuck."""
+
+    def expire() -> None:
+        log.error("stop took too long; exiting now", extra={"drain_timeout_s": seconds})
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
 
 
 async def run(
@@ -55,22 +93,36 @@ async def run(
         )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+
+    def on_stop_signal() -> None:
+        if not stop.is_set():
+            stop.set()
+            _exit_after(config.drain_timeout_s)
+
+    # SIGHUP too: a service whose terminal closes stops cleanly instead of dying mid-write.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, on_stop_signal)
 
     async with AsyncExitStack() as stack:
+        # The health port opens first: a probe sees "alive, not ready" while NATS is away.
+        metrics.SERVICE.info({"service": name})
+        checks = health.Health(name)
+        stack.push_async_callback(
+            await health.serve(checks, config.health_host, config.health_port, config.run_dir)
+        )
         nc = await natsio.connect(
             config.nats_url,
             name=name,
             user=config.nats_user or None,
             password=config.nats_password or None,
         )
-        stack.push_async_callback(nc.drain)
+        stack.push_async_callback(close_nats, nc, config.drain_timeout_s / 2)
         js = nc.jetstream()
         # The owner declares its streams; everyone declares what they read, so start order
         # never matters.
         await natsio.ensure_streams(js)
-        ctx = ServiceContext(name=name, config=config, nc=nc, js=js, stack=stack)
+        checks.attach(nc, js)
+        ctx = ServiceContext(name=name, config=config, nc=nc, js=js, stack=stack, health=checks)
         await serve(ctx)
         log.info("started")
         waiter = asyncio.create_task(stop.wait())
@@ -78,9 +130,10 @@ async def run(
         failed = [t for t in ctx.tasks if t.done() and not t.cancelled() and t.exception()]
         for t in ctx.tasks:
             t.cancel()
-        for t in ctx.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        # A task stuck on a server that is gone too is left behind: the process is ending.
+        stuck: set[asyncio.Task[Any]] = set()
+        if ctx.tasks:
+            _, stuck = await asyncio.wait(ctx.tasks, timeout=config.drain_timeout_s / 4)
         waiter.cancel()
         if failed:
             exc = failed[0].exception()
@@ -89,7 +142,15 @@ async def run(
                 extra={"task": failed[0].get_name(), "error": repr(exc)},
             )
             raise SystemExit(1)
-        log.info("stopped")
+    if stuck:
+        # asyncio.run would wait for them forever: nothing is lost by not waiting (their
+        # messages are unacked and come back), so end here.
+        log.warning(
+            "stopped; abandoning stuck tasks", extra={"tasks": sorted(t.get_name() for t in stuck)}
+        )
+        logging.shutdown()
+        os._exit(0)
+    log.info("stopped")
 
 
 def main(
@@ -98,6 +159,28 @@ def main(
     """Console entry: one sentence on bad config, exit 2; otherwise run until signalled."""
     try:
         asyncio.run(run(name, config_cls, serve))
-    except ConfigError as exc:
+    except (ConfigError, health.PortUnavailable) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+async def close_nats(nc: NATS, timeout: float) -> None:
+    """Drain (finish in-flight publishes, let go of subscriptions) when connected; when the
+    server is gone too, just close, since a drain would wait for it to come back."""
+    if nc.is_connected:
+        try:
+            await asyncio.wait_for(nc.drain(), timeout)
+            return
+        except Exception as exc:
+            log.warning("nats drain did not finish", extra={"error": type(exc).__name__})
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), 2.0)
+
+
+async def close_pool(pool: Any, timeout: float = 3.0) -> None:
+    """Close an asyncpg pool, but never wait on it for long: when the database is gone too (the
+    whole machine is stopping) a graceful close would wait for connections that never answer."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except Exception:  # TimeoutError, or a connection that broke while closing
+        pool.terminate()

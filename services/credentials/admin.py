@@ -256,8 +256,12 @@ def database_url(config: VaultConfig) -> Iterator[str]:
         )
     from shared.embedded import Postgres
 
+    running = Postgres.running_url(pgdata)
+    if running is not None:  # `resguardo up` runs it: use it, leave it running
+        yield running
+        return
     pg = Postgres(pgdata).start()
     try:
         yield pg.url
     finally:
-        pg.stop()  # stops the server only if no one else (e.g. `resguardo up`) holds it
+        pg.stop()
