@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "demo",
     "verify",
     "nats_context",
+    "status",
 )
 
 

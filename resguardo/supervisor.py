@@ -193,6 +193,8 @@ class Supervisor:
             self.lock.acquire()
         except AlreadyRunning as exc:
             raise ConfigError(str(exc)) from None
+        for stale in ("endpoints.json", STATUS_NAME):  # a killed supervisor's
+            (self.run_dir / stale).unlink(missing_ok=True)
         self._stop_leftovers()
         self._check_ports()
         ensure_self_signed(self.data_dir / "tls")

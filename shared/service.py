@@ -123,7 +123,15 @@ async def run(
         await natsio.ensure_streams(js)
         checks.attach(nc, js)
         ctx = ServiceContext(name=name, config=config, nc=nc, js=js, stack=stack, health=checks)
+        started = False
+
+        async def serve_returned() -> str | None:
+            # Not ready while serve() still sets up (migrations, its own checks, its sites).
+            return None if started else "still starting"
+
+        checks.add_check("started", serve_returned)
         await serve(ctx)
+        started = True
         log.info("started")
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait([waiter, *ctx.tasks], return_when=asyncio.FIRST_COMPLETED)

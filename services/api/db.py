@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS api.recordings (
     view         jsonb NOT NULL
 );
 CREATE INDEX IF NOT EXISTS recordings_by_tenant ON api.recordings (tenant_id, created_at DESC);
+CREATE INDEX IF NOT EXISTS recordings_by_state ON api.recordings (state);
 CREATE TABLE IF NOT EXISTS api.recording_events (
     stream       text NOT NULL,
     seq          bigint NOT NULL,
@@ -216,6 +217,33 @@ async def list_recordings(
         limit,
     )
     return [_view_decoder.decode(r["view"]) for r in rows]
+
+
+async def recording_counts(pool: asyncpg.Pool) -> dict[str, int]:
+    """How many recordings are in each state (states with none are absent)."""
+    rows = await pool.fetch("SELECT state, count(*) AS n FROM api.recordings GROUP BY state")
+    return {r["state"]: int(r["n"]) for r in rows}
+
+
+async def retained_backup_bytes(pool: asyncpg.Pool) -> int:
+    """Bytes the backups of retained recordings hold, as the read model knows them: their capture
+    segments (the last event of each track's segment, so a re-published one counts once) plus
+    their sealed files."""
+    value = await pool.fetchval(
+        """SELECT
+             coalesce((SELECT sum(size) FROM (
+                 SELECT DISTINCT ON (e.recording_id, e.summary->>'track_id', e.summary->>'seq')
+                        (e.summary->>'size')::bigint AS size
+                 FROM api.recording_events e
+                 JOIN api.recordings r ON r.recording_id = e.recording_id
+                 WHERE r.state = 'retained' AND e.type = 'capture.segment_written'
+                 ORDER BY e.recording_id, e.summary->>'track_id', e.summary->>'seq',
+                          e.stream, e.seq DESC) segments), 0)
+           + coalesce((SELECT sum((f->>'size')::bigint)
+                 FROM api.recordings r, jsonb_array_elements(r.view->'files') f
+                 WHERE r.state = 'retained'), 0)"""
+    )
+    return int(value or 0)
 
 
 @dataclass(frozen=True)

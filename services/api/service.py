@@ -7,11 +7,11 @@ import logging
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
-from shared import signing
-from shared.service import ServiceContext, main
+from shared import checks, signing
+from shared.service import ServiceContext, close_pool, main
 from shared.tls import ensure_self_signed, server_context
 
-from . import db, projector, tokens
+from . import db, metrics, projector, tokens
 from .app import Deps, SigningKey, build_app
 from .config import ApiConfig
 from .vault import VaultClient
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 async def serve(ctx: ServiceContext[ApiConfig]) -> None:
     config = ctx.config
     pool = await db.connect(config.database_url)
-    ctx.stack.push_async_callback(pool.close)
+    ctx.stack.push_async_callback(close_pool, pool)
     await db.migrate(pool)
     await tokens.bootstrap(pool, config.data_dir)
 
@@ -32,8 +32,15 @@ async def serve(ctx: ServiceContext[ApiConfig]) -> None:
         cert, key = ensure_self_signed(config.data_dir / "tls")
     ssl_context = server_context(cert, key)
 
-    for stream in projector.PROJECTED:
-        ctx.spawn(projector.follow(ctx.js, pool, stream), name=f"projector-{stream.name}")
+    projectors = {
+        f"projector {stream.name}": ctx.spawn(
+            projector.follow(ctx.js, pool, stream), name=f"projector-{stream.name}"
+        )
+        for stream in projector.PROJECTED
+    }
+    ctx.health.add_check("database", checks.database(pool))
+    ctx.health.add_check("projectors", checks.tasks_running(projectors))
+    ctx.health.before_scrape(lambda: metrics.refresh(pool, ctx.js, projector.PROJECTED))
 
     deps = Deps(
         config=config,
@@ -47,6 +54,7 @@ async def serve(ctx: ServiceContext[ApiConfig]) -> None:
     ctx.stack.push_async_callback(runner.cleanup)
     site = web.TCPSite(runner, config.api_host, config.api_port, ssl_context=ssl_context)
     await site.start()
+    ctx.health.add_check("https", checks.listening(runner, "HTTPS API"))
     log.info(
         "listening",
         extra={"url": f"https://{config.api_host}:{config.api_port}", "cert": str(cert)},

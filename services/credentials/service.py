@@ -20,7 +20,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from shared import service
+from shared import checks, service
 from shared.service import ServiceContext
 from shared.vault_rpc import (
     SUBJECT_CREATE,
@@ -99,6 +99,21 @@ def _routes(vault: Vault) -> list[tuple[str, Callable[[Msg], Awaitable[Reply]]]]
     ]
 
 
+def subscriptions_active(subs: list[Subscription]) -> checks.Check:
+    """Readiness: every RPC subscription still takes requests (not drained, its reader alive)."""
+
+    async def check() -> str | None:
+        # nats-py has no public "is this subscription live": its own flag and reader task.
+        dead = [
+            sub.subject
+            for sub in subs
+            if sub._closed or sub._wait_for_msgs_task is None or sub._wait_for_msgs_task.done()
+        ]
+        return f"not subscribed to {', '.join(dead)}" if dead else None
+
+    return check
+
+
 def _failure(subject: str, status: int, message: str) -> Reply:
     problem = Problem(status=status, message=message)
     if subject == SUBJECT_GRANT:
@@ -171,7 +186,8 @@ async def serve(ctx: ServiceContext[VaultConfig]) -> None:
     vault_key = load_vault_key(cfg.vault_key_path)
     size = max(5, min(cfg.vault_concurrency, 20))
     pool = await store.connect(cfg.database_url, max_size=size)
-    ctx.stack.push_async_callback(pool.close)
+    ctx.stack.push_async_callback(service.close_pool, pool)
+    ctx.health.add_check("database", checks.database(pool))
     await store.create_schema(pool)
     rows = RowCache(pool, cfg.database_url)
     await rows.start()
@@ -196,6 +212,7 @@ async def serve(ctx: ServiceContext[VaultConfig]) -> None:
             await ctx.nc.subscribe(subject, queue=QUEUE, cb=_callback(subject, handler, workers))
         )
     await ctx.nc.flush()
+    ctx.health.add_check("rpc", subscriptions_active(subs))
 
     async def unsubscribe() -> None:
         # Runs before the pool closes (exit stack is LIFO): finish in-flight requests first.

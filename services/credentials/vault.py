@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +46,7 @@ from shared.vault_rpc import (
     grant_context,
 )
 
-from . import aead, crypto, probe, store
+from . import aead, crypto, metrics, probe, store
 from .deferred import after_reply
 from .facts import Facts
 from .keys import KeyRing
@@ -85,6 +86,7 @@ def check_tenant(tenant_id: str) -> Problem | None:
 class Refusal(Exception):
     status: int
     reason: str
+    kind: str  # one of metrics.REFUSAL_REASONS
 
 
 @dataclass
@@ -309,9 +311,14 @@ class Vault:
 
     # -- grants ---------------------------------------------------------------------------------
     async def grant(self, req: GrantRequest, requester: str) -> GrantReply:
+        started = time.perf_counter()
+        outcome, kind = "failed", "error"
         try:
-            return await self._grant(req, requester)
+            reply = await self._grant(req, requester)
+            outcome, kind = "issued", "none"
+            return reply
         except Refusal as refusal:
+            outcome, kind = "refused", refusal.kind
             await self._audit_refusal(req, requester, refusal.reason)
             log.log(
                 logging.ERROR if refusal.status >= 500 else logging.WARNING,
@@ -324,6 +331,8 @@ class Vault:
                 },
             )
             return GrantReply(problem=Problem(status=refusal.status, message=refusal.reason))
+        finally:
+            metrics.grant_answered(outcome, kind, time.perf_counter() - started)
 
     async def _grant(self, req: GrantRequest, requester: str) -> GrantReply:
         """The sealed grant, or a ``Refusal`` (audited and logged by ``grant``)."""
@@ -340,9 +349,9 @@ class Vault:
             grant_json += b"}"
             sealed = sealedbox.seal(req.public_key, bytes(grant_json), grant_context(req.job_id))
         except (aead.AeadError, crypto.UnknownKeyVersion) as exc:
-            raise Refusal(500, _undecryptable(exc).message) from None
+            raise Refusal(500, _undecryptable(exc).message, "undecryptable") from None
         except sealedbox.SealError as exc:
-            raise Refusal(422, f"public_key: {exc}") from None
+            raise Refusal(422, f"public_key: {exc}", "bad_request") from None
         finally:
             if secret_json is not None:
                 aead.wipe(secret_json)
@@ -368,6 +377,7 @@ class Vault:
                 409,
                 f"job {req.job_id} was already granted credentials once; start a new upload "
                 "attempt to get a new grant",
+                "already_granted",
             ) from None
         done = {
             "job_id": req.job_id,
@@ -380,11 +390,11 @@ class Vault:
 
     async def _check_grant(self, req: GrantRequest, requester: str) -> store.DestinationRow:
         if not is_recording_id(req.recording_id):
-            raise Refusal(422, "recording_id is not a valid recording id")
+            raise Refusal(422, "recording_id is not a valid recording id", "bad_request")
         if not req.job_id or len(req.job_id) > MAX_JOB_ID or not req.job_id.isprintable():
-            raise Refusal(422, "job_id must be 1 to 200 printable characters")
+            raise Refusal(422, "job_id must be 1 to 200 printable characters", "bad_request")
         if len(req.public_key) != 32:
-            raise Refusal(422, "public_key must be a raw 32-byte X25519 public key")
+            raise Refusal(422, "public_key must be a raw 32-byte X25519 public key", "bad_request")
         rid = req.recording_id
         # Independent look-ups (the facts usually from memory): one round trip's worth of waiting.
         started, job, row = await asyncio.gather(
@@ -393,9 +403,13 @@ class Vault:
             self.rows.get(req.tenant_id, req.destination_id),
         )
         if started is None:
-            raise Refusal(404, f"recording {rid} was never started; nothing can be uploaded")
+            raise Refusal(
+                404, f"recording {rid} was never started; nothing can be uploaded", "not_started"
+            )
         if started.tenant_id != req.tenant_id:
-            raise Refusal(403, f"recording {rid} does not belong to the requesting tenant")
+            raise Refusal(
+                403, f"recording {rid} does not belong to the requesting tenant", "wrong_tenant"
+            )
         if started.destination_id != req.destination_id and not await self.facts.resend_to(
             rid, req.destination_id
         ):
@@ -403,6 +417,7 @@ class Vault:
                 403,
                 f"destination {req.destination_id} is neither recording {rid}'s destination "
                 "nor the target of a resend request for it",
+                "wrong_destination",
             )
         if (
             job is None
@@ -413,9 +428,14 @@ class Vault:
                 403,
                 f"no upload attempt with job id {req.job_id} was started for recording {rid} "
                 f"and destination {req.destination_id}; publish upload.attempt_started first",
+                "no_attempt",
             )
         if row is None:
-            raise Refusal(404, f"destination {req.destination_id} does not exist (was it deleted?)")
+            raise Refusal(
+                404,
+                f"destination {req.destination_id} does not exist (was it deleted?)",
+                "no_destination",
+            )
         return row
 
     async def _audit_refusal(self, req: GrantRequest, requester: str, reason: str) -> None:

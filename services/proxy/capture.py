@@ -35,7 +35,7 @@ from shared.events import captures as cap
 from shared.events import now
 from shared.events.base import Event
 
-from . import facts, media
+from . import facts, media, metrics
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,7 @@ class TrackCapture:
         if self.closed:
             return
         self.gaps += 1
+        metrics.GAPS.inc()
         self._after_gap = True
         if pli_sent:
             self.keyframe_requests += 1
@@ -174,25 +175,25 @@ class TrackCapture:
         keyframe = media.is_keyframe(codec.name, data)
         if self._after_gap:
             if not keyframe:
-                self.dropped += 1
+                self._drop("gap")
                 self._maybe_request_keyframe()
                 return
             self._after_gap = False
         if self._writer is None:
             if kind == "video" and not keyframe:
-                self.dropped += 1
+                self._drop("no_keyframe")
                 self._maybe_request_keyframe()
                 return
             if not self.started:
                 self._start(codec, rtp_ts, wall_ns)
             self._open_segment()
         elif codec.mimeType != self._codec_mime:
-            self.dropped += 1  # the sender switched codecs mid-track: not recordable as one track
+            self._drop("codec_switch")  # not recordable as one track
             return
         assert self._writer is not None and self._base_ts is not None
         ts = rtp_ts - self._base_ts
         if ts < 0:
-            self.dropped += 1  # late frame from before the capture's first frame
+            self._drop("late")  # a frame from before the capture's first frame
             return
         stats = self._writer.stats
         if stats.frames:
@@ -209,6 +210,10 @@ class TrackCapture:
                 self._maybe_request_keyframe()
         self._writer.append(Frame(ts, wall_ns, keyframe, bytes(data)))
         self.frames += 1
+
+    def _drop(self, reason: str) -> None:
+        self.dropped += 1
+        metrics.FRAMES_LOST.labels(kind=self.ident.kind, reason=reason).inc()
 
     def _maybe_request_keyframe(self) -> None:
         t = time.monotonic()
@@ -292,6 +297,9 @@ class TrackCapture:
     ) -> None:
         await asyncio.to_thread(writer.close)
         i, s = self.ident, writer.stats
+        metrics.SEGMENTS.labels(kind=i.kind).inc()
+        metrics.CAPTURED_BYTES.labels(kind=i.kind).inc(writer.digest.size)
+        metrics.FRAMES.labels(kind=i.kind).inc(s.frames)
         event = cap.SegmentWritten(
             event_id=facts.segment_id(i.recording_id, i.track_id, seq),
             recording_id=i.recording_id,

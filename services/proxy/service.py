@@ -7,10 +7,11 @@ import logging
 
 from aiohttp import web
 
-from shared import natsio
+from shared import checks, natsio
 from shared.service import ServiceContext, main
 from shared.tls import ensure_self_signed, server_context
 
+from . import metrics
 from .config import ProxyConfig
 from .salvage import salvage
 from .session import Publish, Sessions, make_publish
@@ -31,6 +32,7 @@ async def serve(ctx: ServiceContext[ProxyConfig]) -> None:
     backup_root = config.backup_root
 
     recovered = await salvage(ctx.js, backup_root, publish)
+    metrics.SALVAGED_EVENTS.inc(recovered)
     if recovered:
         log.info("recovered capture events after a restart", extra={"events": recovered})
 
@@ -40,6 +42,8 @@ async def serve(ctx: ServiceContext[ProxyConfig]) -> None:
     await runner.setup()
     site = web.TCPSite(runner, config.whip_host, config.whip_port, ssl_context=ssl_context)
     await site.start()
+    ctx.health.add_check("whip", checks.listening(runner, "WHIP"))
+    ctx.health.before_scrape(lambda: metrics.refresh(sessions))
     log.info("whip listening", extra={"host": config.whip_host, "port": config.whip_port})
 
     async def shutdown() -> None:
@@ -59,7 +63,7 @@ async def consume_stops(
     handler = stop_handler(ctx.js, sessions, publish)
     while True:
         try:
-            await natsio.run_consumer(ctx.js, STOP_CONSUMER, handler)
+            await natsio.run_consumer(ctx.js, STOP_CONSUMER, handler, watcher=ctx.health)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

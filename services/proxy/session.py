@@ -28,7 +28,7 @@ from shared.events import captures as cap
 from shared.events import now
 from shared.events.base import Event
 
-from . import capture, facts, media
+from . import capture, facts, media, metrics
 from .config import ProxyConfig
 from .errors import WhipRefused
 
@@ -298,7 +298,8 @@ class WhipSession:
         for cap_ in self.captures.values():
             cap_.closed = True
         for kind, receiver in self._receivers.items():
-            self.captures[kind].packets_lost = capture.packets_lost(receiver)
+            lost = self.captures[kind].packets_lost = capture.packets_lost(receiver)
+            metrics.PACKETS_LOST.labels(kind=kind).inc(max(lost, 0))
         try:
             await self.pc.close()
         except Exception:

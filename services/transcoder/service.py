@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -25,6 +26,7 @@ from shared.events import recordings as rec
 from shared.events import transcodes as tx
 from shared.natsio import ConsumerSpec, Reject, Retry
 
+from . import metrics
 from .composite import CompositePlan, plan_composite
 from .config import TranscoderConfig
 from .errors import PlanError, RecordingBusy, TranscoderError
@@ -112,6 +114,7 @@ class Transcoder:
         if problems:
             summary = "; ".join(problems)
             if attempt < self.config.transcoder_incomplete_attempts:
+                metrics.RETRIES.labels(reason="incomplete").inc()
                 raise Retry(
                     f"capture not complete yet: {summary}", self.config.transcoder_retry_delay_s
                 )
@@ -129,6 +132,7 @@ class Transcoder:
                 await self.transcode(event, rec_dir, state, attempt)
         except RecordingBusy as exc:
             log.info("busy elsewhere; retrying later", extra=ids)
+            metrics.RETRIES.labels(reason="busy").inc()
             raise Retry(str(exc), self.config.transcoder_ack_wait_s) from None
 
     async def transcode(
@@ -138,6 +142,11 @@ class Transcoder:
         ids = {"recording_id": rid, "tenant_id": event.tenant_id}
         started = await natsio.last_event(self.js, rec.STREAM, rec.STREAM.filter("started", rid))
         options = options_of(started)
+        t0 = time.monotonic()
+
+        def took(outcome: str) -> None:
+            metrics.TRANSCODE_SECONDS.labels(outcome=outcome).observe(time.monotonic() - t0)
+
         try:
             plans = plan_files(state, options)
             if not plans:
@@ -161,16 +170,22 @@ class Transcoder:
                 max_bytes_per_s=self.config.transcoder_max_write_bytes_per_s,
             )
         except TranscoderError as exc:
+            took("quarantined")
             await self.quarantine(event, f"{exc}; the backup is kept for inspection.")
             return
         except OSError as exc:
             # Disk full, permissions, I/O errors: nothing is wrong with the capture; try later.
+            took("retry")
+            metrics.RETRIES.labels(reason="io").inc()
             log.warning("could not write the output", extra={**ids, "error": repr(exc)})
             raise Retry(f"could not write the output: {exc}", IO_RETRY_DELAY_S) from None
         except Exception as exc:
             if attempt < self.config.transcoder_incomplete_attempts:
+                took("retry")
+                metrics.RETRIES.labels(reason="remux").inc()
                 log.exception("remux failed; will retry", extra=ids)
                 raise Retry(f"remux failed: {exc}", self.config.transcoder_retry_delay_s) from None
+            took("quarantined")
             log.exception("remux failed for good", extra=ids)
             await self.quarantine(
                 event,
@@ -190,6 +205,8 @@ class Transcoder:
                 files=sealed.files,
             ),
         )
+        took("sealed")
+        metrics.sealed(sealed.files)
         log.info(
             "sealed",
             extra={
@@ -211,6 +228,7 @@ class Transcoder:
                 reason=reason,
             ),
         )
+        metrics.RECORDINGS.labels(outcome="quarantined").inc()
         log.warning(
             "quarantined",
             extra={
@@ -223,15 +241,11 @@ class Transcoder:
 
 async def serve(ctx: service.ServiceContext[TranscoderConfig]) -> None:
     transcoder = Transcoder(ctx.js, ctx.config, load_signing_key(ctx.config))
-    ctx.spawn(
-        natsio.run_consumer(
-            ctx.js,
-            consumer_spec(ctx.config),
-            transcoder.handle,
-            batch=ctx.config.transcoder_concurrency,
-            concurrency=ctx.config.transcoder_concurrency,
-        ),
-        name="transcoder-consumer",
+    ctx.consume(
+        consumer_spec(ctx.config),
+        transcoder.handle,
+        batch=ctx.config.transcoder_concurrency,
+        concurrency=ctx.config.transcoder_concurrency,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from shared.service import ServiceContext
 from shared.vault_rpc import SUBJECT_GET, DestinationQuery, DestinationReply
 
 from . import backend as backends
-from . import plan
+from . import metrics, plan
 from .config import UploaderConfig
 from .errors import PermanentUploadError, TransientUploadError
 from .grant import REQUESTER, request_grant
@@ -66,6 +67,13 @@ def resend_consumer(cfg: UploaderConfig) -> ConsumerSpec:
         ack_wait_s=cfg.upload_ack_wait_s,
         max_ack_pending=cfg.upload_concurrency,
     )
+
+
+@dataclass
+class Attempt:
+    """What one job learned on the way, for its metrics: the provider, once it has a grant."""
+
+    provider: str = metrics.UNKNOWN
 
 
 @dataclass
@@ -148,6 +156,7 @@ class Uploader:
                 await natsio.publish(
                     self.js, plan.failed(job, reason, transient=False, retry=False)
                 )
+                metrics.JOBS.labels(provider=metrics.UNKNOWN, outcome="failed").inc()
                 log.warning("resend refused", extra={"recording_id": rid, "reason": reason})
                 return
             started = await self._started(rid)
@@ -170,29 +179,39 @@ class Uploader:
             return
         await natsio.publish(self.js, plan.attempt_started(job))
         log.info("upload attempt started", extra={**ctx, "attempt": job.attempt})
+        attempt, t0 = Attempt(), time.monotonic()
         try:
-            persist = await self._deliver(job, sealed, started)
+            persist = await self._deliver(job, sealed, started, attempt)
         except TransientUploadError as exc:
             reason = str(exc)
+            metrics.FAILURES.labels(provider=attempt.provider, kind="transient").inc()
             if not plan.will_retry(job.attempt, self.cfg.upload_max_attempts, transient=True):
-                await self._give_up(job, reason, transient=True)
+                await self._give_up(job, reason, transient=True, provider=attempt.provider)
                 return
             await natsio.publish(self.js, plan.failed(job, reason, transient=True, retry=True))
+            metrics.JOBS.labels(provider=attempt.provider, outcome="retry").inc()
             delay = plan.backoff(self.cfg.upload_backoff_s, job.attempt)
             log.warning(
                 "upload failed; will retry", extra={**ctx, "reason": reason, "delay_s": delay}
             )
             raise Retry(reason, delay=delay) from None
         except PermanentUploadError as exc:
-            await self._give_up(job, str(exc), transient=False)
+            metrics.FAILURES.labels(provider=attempt.provider, kind="permanent").inc()
+            await self._give_up(job, str(exc), transient=False, provider=attempt.provider)
             return
+        metrics.JOBS.labels(provider=attempt.provider, outcome="uploaded").inc()
+        metrics.UPLOAD_SECONDS.labels(provider=attempt.provider).observe(time.monotonic() - t0)
         if persist:
             log.info("backup kept (persist_backup)", extra=ctx)
             return
         await self._purge(job.recording_id, job.tenant_id, job.job_id)
 
     async def _deliver(
-        self, job: Job, sealed: RecordingSealed, started: rec_events.RecordingStarted
+        self,
+        job: Job,
+        sealed: RecordingSealed,
+        started: rec_events.RecordingStarted,
+        attempt: Attempt,
     ) -> bool:
         """Upload and confirm every sealed file; publish what was confirmed. Returns whether
         the destination keeps the backup (persist_backup)."""
@@ -205,6 +224,7 @@ class Uploader:
             destination_id=job.destination_id,
             timeout=self.cfg.upload_grant_timeout_s,
         )
+        attempt.provider = metrics.provider_label(material.grant.provider)
         try:
             config = dict(material.grant.config)
             store = backends.build(
@@ -227,6 +247,8 @@ class Uploader:
                     )
                     slot = resume.slot(job.destination_id, key, f)
                     rf = await store.upload(local, key, f, slot)
+                    metrics.FILES.labels(provider=attempt.provider).inc()
+                    metrics.BYTES.labels(provider=attempt.provider).inc(rf.size)
                     await natsio.publish(self.js, plan.file_uploaded(job, rf))
                     log.info(
                         "file uploaded",
@@ -264,10 +286,13 @@ class Uploader:
                 f"sealed file {name!r} is outside the output folder; the recording was not sent"
             ) from None
 
-    async def _give_up(self, job: Job, reason: str, *, transient: bool) -> None:
+    async def _give_up(
+        self, job: Job, reason: str, *, transient: bool, provider: str = metrics.UNKNOWN
+    ) -> None:
         await natsio.publish(self.js, plan.failed(job, reason, transient=transient, retry=False))
         kept = reason if not transient else f"{reason} (gave up after {job.attempt} attempts)"
         await natsio.publish(self.js, plan.retained(job, kept + "; the backup is kept"))
+        metrics.JOBS.labels(provider=provider, outcome="retained").inc()
         log.error(
             "upload failed; recording retained",
             extra={"recording_id": job.recording_id, "job_id": job.job_id, "reason": kept},
@@ -275,6 +300,9 @@ class Uploader:
 
     async def _purge(self, rid: str, tenant_id: str, job_id: str) -> None:
         purged = await asyncio.to_thread(purge_recording, self.root, tenant_id, rid)
+        if purged.files:
+            metrics.PURGES.inc()
+            metrics.PURGED_BYTES.inc(purged.bytes_freed)
         await natsio.publish(
             self.js, plan.backup_purged(rid, tenant_id, job_id, purged.bytes_freed, purged.files)
         )
@@ -329,18 +357,8 @@ def _check_ids(recording_id: str, tenant_id: str) -> None:
 async def serve(ctx: ServiceContext[UploaderConfig]) -> None:
     cfg = ctx.config
     uploader = Uploader(cfg=cfg, nc=ctx.nc, js=ctx.js)
-    ctx.spawn(
-        natsio.run_consumer(
-            ctx.js, sealed_consumer(cfg), uploader.on_sealed, concurrency=cfg.upload_concurrency
-        ),
-        name="uploader-sealed",
-    )
-    ctx.spawn(
-        natsio.run_consumer(
-            ctx.js, resend_consumer(cfg), uploader.on_resend, concurrency=cfg.upload_concurrency
-        ),
-        name="uploader-resend",
-    )
+    ctx.consume(sealed_consumer(cfg), uploader.on_sealed, concurrency=cfg.upload_concurrency)
+    ctx.consume(resend_consumer(cfg), uploader.on_resend, concurrency=cfg.upload_concurrency)
     log.info(
         "uploader ready",
         extra={"backup_root": str(cfg.backup_root), "concurrency": cfg.upload_concurrency},

@@ -13,6 +13,7 @@ from typing import Any
 
 import nats
 
+from resguardo.datadir import read_json
 from shared import natsio
 from shared.embedded import free_port, python_env
 from shared.events import STREAMS
@@ -50,7 +51,7 @@ class RunningSystem:
         return json.loads(self.cli(*args, "--json").stdout)
 
     def pid(self, service: str) -> int:
-        return int((self.data_dir / "run" / f"{service}.pid").read_text())
+        return int((self.data_dir / "run" / f"{service}.pid").read_text().split()[0])
 
     def kill9(self, service: str) -> int:
         """SIGKILL one service; the supervisor restarts it. Returns the killed pid."""
@@ -92,8 +93,8 @@ class RunningSystem:
         return "\n".join(parts)
 
 
-def start_system(tmp_path: Path, extra_env: dict[str, str] | None = None) -> RunningSystem:
-    data_dir = tmp_path / "data"
+def system_env(data_dir: Path, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `resguardo up` on ``data_dir`` with free ports of its own."""
     env = (
         python_env()
         | {
@@ -101,6 +102,7 @@ def start_system(tmp_path: Path, extra_env: dict[str, str] | None = None) -> Run
             "RESGUARDO_NATS_PORT": str(free_port()),
             "RESGUARDO_API_PORT": str(free_port()),
             "RESGUARDO_WHIP_PORT": str(free_port()),
+            "RESGUARDO_HEALTH_PORT_BASE": "0",  # any free port per service, in run/*.health
             "PYTHONUNBUFFERED": "1",
         }
         | (extra_env or {})
@@ -112,17 +114,33 @@ def start_system(tmp_path: Path, extra_env: dict[str, str] | None = None) -> Run
         "RESGUARDO_DATABASE_URL",
     ):
         env.pop(key, None)
+    return env
+
+
+def start_system(
+    tmp_path: Path, extra_env: dict[str, str] | None = None, *, env: dict[str, str] | None = None
+) -> RunningSystem:
+    """`resguardo up` under ``tmp_path``; with ``env``, again with that environment (the same
+    data dir and ports as an earlier run)."""
+    data_dir = tmp_path / "data"
+    env = env or system_env(data_dir, extra_env)
+    data_dir = Path(env["RESGUARDO_DATA_DIR"])
     log_path = tmp_path / "up.log"
-    log = log_path.open("wb")
+    log = log_path.open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "resguardo", "up"], cwd=REPO, env=env, stdout=log, stderr=log
     )
     system = RunningSystem(data_dir=data_dir, proc=proc, env=env, log_path=log_path)
     endpoints = data_dir / "run" / "endpoints.json"
     token = data_dir / "secrets" / "dev-api-token"
+
+    def written_by_this_run() -> bool:
+        found = read_json(endpoints)
+        return bool(found and found.get("pid") == proc.pid and token.exists())
+
     try:
         wait_until(
-            lambda: proc.poll() is not None or (endpoints.exists() and token.exists()),
+            lambda: proc.poll() is not None or written_by_this_run(),
             timeout=60,
             message="resguardo up to write endpoints and the dev token",
         )

@@ -23,6 +23,7 @@ from nats.js import JetStreamContext
 from resguardo.publisher import Publisher
 from shared.embedded import NatsServer
 from shared.events import captures
+from tests import scrape
 
 from .conftest import history, make_proxy, start_recording, stop_recording, wait_for_event
 from .media_check import assert_files_match, decode_segments, segments_of
@@ -111,6 +112,8 @@ async def test_loss_is_survived_reported_and_repaired_with_keyframes(
         await stop_recording(js, rec)
         await wait_for_event(js, f"captures.{rec.rid}.closed")
         events = await history(js, rec.rid)
+        base = scrape.health_url(proxy.data_dir / "run", "proxy")
+        metrics = await asyncio.to_thread(scrape.scrape, base)
     finally:
         proxy.process.stop()
 
@@ -144,3 +147,15 @@ async def test_loss_is_survived_reported_and_repaired_with_keyframes(
     # frames that followed the unrepaired loss
     assert ended["video"].frames == video.frames_in
     assert 0.7 * sent.video_frames <= video.frames_in < sent.video_frames, (video, sent)
+
+    # The proxy's metrics say the same: packets lost as RTCP counts them, the unrepaired hole as
+    # a gap, the delta frames before the first key frame and after the hole as frames lost.
+    for kind in ("audio", "video"):
+        lost = metrics.value("resguardo_proxy_packets_lost_total", kind=kind)
+        assert lost == ended[kind].packets_lost, kind
+        assert metrics.value("resguardo_proxy_frames_total", kind=kind) == ended[kind].frames
+    assert metrics.value("resguardo_proxy_video_gaps_total") >= 1
+    frames_lost = metrics.named("resguardo_proxy_frames_lost_total")
+    by_reason = {dict(k)["reason"]: v for k, v in frames_lost.items() if dict(k)["kind"] == "video"}
+    assert by_reason["no_keyframe"] >= 1 and by_reason["gap"] >= 1, by_reason
+    assert not any(v for k, v in frames_lost.items() if dict(k)["kind"] == "audio")
