@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -38,10 +40,17 @@ async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
-    pg = Postgres(tmp_path_factory.mktemp("pg") / "data").start()
-    yield pg
-    pg.stop()
+def postgres_server() -> Iterator[Postgres]:
+    # Not under pytest's own temp root: every new pytest session resets that folder to 0700,
+    # which would lock PostgreSQL's system user (as root) out of a server already running.
+    base = Path(tempfile.mkdtemp(prefix="resguardo-test-pg-"))
+    try:
+        with (base / "postgres.log").open("ab") as log:
+            pg = Postgres(base / "data", log=log).start()
+            yield pg
+            pg.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 _db_counter = itertools.count()
