@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import procs
+from shared.files import write_private
 
 LOCK_NAME = "up.lock"
 STATUS_NAME = "status.json"
@@ -75,11 +76,7 @@ def leftovers(run_dir: Path) -> dict[str, Any]:
 
 def write_private_json(path: Path, value: Any) -> None:
     """Write ``value`` as JSON, 0600, atomically (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(value, indent=2) + "\n")
-    tmp.replace(path)
+    write_private(path, json.dumps(value, indent=2) + "\n")
 
 
 def read_json(path: Path) -> Any:

@@ -32,6 +32,7 @@ from typing import IO, Any
 from shared import procs
 from shared.config import CommonConfig, ConfigError, env_name, load, setting
 from shared.embedded import OPERATOR, SERVICE_RIGHTS, NatsServer, Postgres, python_env, system_users
+from shared.files import write_private
 from shared.tls import ensure_self_signed
 
 from .children import Child
@@ -87,13 +88,7 @@ def nats_passwords(directory: Path) -> dict[str, str]:
             value = ""
         if not value:
             value = secrets.token_urlsafe(32)
-            tmp = path.with_name(f".{path.name}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(value + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            write_private(path, value + "\n")
         out[user] = value
     return out
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from shared.config import CommonConfig, ConfigError, env_name, load
 from shared.embedded import OPERATOR
+from shared.files import write_private
 
 from ..cli import CliError
 from ..client import print_json
@@ -60,22 +60,6 @@ def context_settings(*, url: str, password: str, ca: str, description: str) -> d
         "windows_cert_match": "",
         "windows_ca_certs_match": None,
     }
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file, fsync, rename), mode 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def select(root: Path, name: str) -> None:

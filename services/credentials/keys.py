@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from shared.config import ConfigError, env_name
+from shared.files import write_private
 
 log = logging.getLogger(__name__)
 
@@ -148,23 +149,7 @@ def format_master_keys(keys: MasterKeys) -> bytes:
 def replace_secret_file(path: Path, data: bytes) -> None:
     """Atomically replace ``path`` with ``data`` (mode 0600): a crash leaves the old file or the
     new one, never a mix. Used only to add or retire master key versions."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    write_private(path, data)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -16,18 +15,9 @@ import pytest
 from resguardo.publisher import publish
 
 from ..servers import MotoS3, wait_until
-from .system import RunningSystem, start_system, stop_system, stream_events
+from .system import RunningSystem, stream_events
 
 SECONDS = 6.0
-
-
-@pytest.fixture
-def system(tmp_path: Path) -> Iterator[RunningSystem]:
-    running = start_system(tmp_path)
-    try:
-        yield running
-    finally:
-        stop_system(running)
 
 
 def add_s3_destination(

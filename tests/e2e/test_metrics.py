@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from shared.events import recordings as rec
 
 from .. import scrape
 from ..servers import wait_until
-from .system import RunningSystem, start_system, stop_system
+from .system import RunningSystem
 
 SECONDS = 4.0
 SERVICES = ("api", "credentials", "proxy", "transcoder", "uploader")
@@ -32,15 +31,6 @@ CHECKS = {
     "transcoder": {"nats", "started", "consumer transcoder"},
     "uploader": {"nats", "started", "consumer uploader-sealed", "consumer uploader-resend"},
 }
-
-
-@pytest.fixture
-def system(tmp_path: Path) -> Iterator[RunningSystem]:
-    running = start_system(tmp_path)
-    try:
-        yield running
-    finally:
-        stop_system(running)
 
 
 async def segments_written(nats_url: str, rid: str) -> list[cap.SegmentWritten]:
