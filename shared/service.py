@@ -30,6 +30,9 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from . import health, logs, metrics, natsio
+from .backupstore import BackupStoreError
+from .backupstore.config import from_env as store_from_env
+from .backupstore.spool import Spool
 from .config import CommonConfig, ConfigError, load
 
 C = TypeVar("C", bound=CommonConfig)
@@ -167,9 +170,25 @@ def main(
     """Console entry: one sentence on bad config, exit 2; otherwise run until signalled."""
     try:
         asyncio.run(run(name, config_cls, serve))
-    except (ConfigError, health.PortUnavailable) as exc:
+    except (ConfigError, health.PortUnavailable, BackupStoreError) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+async def backup_spool(ctx: ServiceContext[Any]) -> Spool:
+    """The backup store of RESGUARDO_BACKUP_URL (default: the backup folder itself) behind this
+    machine's backup folder; checked now, so a wrong or unreachable store is one sentence at
+    start, and after that by every /readyz."""
+    spool = Spool(ctx.config.backup_root, store_from_env(ctx.config.backup_root))
+    ctx.stack.push_async_callback(spool.close)
+    await spool.store.check()
+
+    async def reachable() -> str | None:
+        await spool.store.check()
+        return None
+
+    ctx.health.add_check("backup store", reachable)
+    return spool
 
 
 async def close_nats(nc: NATS, timeout: float) -> None:

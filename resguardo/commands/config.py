@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from shared.backupstore.config import BackupStoreConfig
 from shared.config import CommonConfig, describe
 
 # module -> who reads the settings declared there
@@ -23,6 +24,7 @@ CONFIG_MODULES = {
     "services.transcoder.config": "transcoder",
     "services.credentials.config": "credentials",
     "services.uploader.config": "uploader",
+    "shared.backupstore.config": "proxy,transcoder,uploader",
 }
 
 
@@ -38,7 +40,7 @@ def all_settings() -> list[dict[str, str]]:
             if not (
                 isinstance(obj, type)
                 and dataclasses.is_dataclass(obj)
-                and issubclass(obj, CommonConfig)
+                and (issubclass(obj, CommonConfig) or obj is BackupStoreConfig)
             ):
                 continue
             owner = "all" if obj is CommonConfig else reader

@@ -77,6 +77,12 @@ class KeyframeRequester(Protocol):
     def __call__(self) -> None: ...
 
 
+class Keep(Protocol):
+    """Puts a finished segment in the backup store (``Spool.keep``)."""
+
+    def __call__(self, path: Path, *, sha256: str) -> Awaitable[None]: ...
+
+
 class TrackCapture:
     """Writes one track's frames to rotating segments and publishes what it wrote, in order.
 
@@ -94,8 +100,10 @@ class TrackCapture:
         request_keyframe: KeyframeRequester,
         on_error: Callable[[TrackCapture, Exception], None],
         discard: bool = False,
+        keep: Keep | None = None,
     ) -> None:
         self.ident = ident
+        self._keep = keep
         self.discard = discard  # benchmark baseline: count frames, write nothing
         self.segment_seconds = segment_seconds
         self._publish = publish
@@ -320,6 +328,9 @@ class TrackCapture:
             keyframes=s.keyframes,
             sender_reports=sender_reports,
         )
+        if self._keep is not None:
+            # In the store before the event says it exists: no reader ever misses it.
+            await self._keep(writer.path, sha256=writer.digest.sha256)
         await self._publish(event)
 
     async def close(self) -> None:

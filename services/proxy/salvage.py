@@ -37,6 +37,7 @@ from shared.ids import TENANT_ID_RE, is_recording_id, is_safe_name
 from shared.integrity import Digest
 
 from . import facts
+from .capture import Keep
 from .session import Publish
 from .stop import capture_state
 
@@ -218,8 +219,11 @@ def _recordings_on_disk(root: Path) -> list[tuple[str, str]]:
     return sorted(out)
 
 
-async def salvage(js: JetStreamContext, backup_root: Path, publish: Publish) -> int:
-    """Recover every unclosed recording under ``backup_root``; returns events published."""
+async def salvage(
+    js: JetStreamContext, backup_root: Path, publish: Publish, keep: Keep | None = None
+) -> int:
+    """Recover every unclosed recording under ``backup_root``; returns events published. With
+    ``keep`` (an object store), each recovered segment is put in the store before its event."""
     published = 0
     for tenant_id, rid in await asyncio.to_thread(_recordings_on_disk, backup_root):
         state = await capture_state(js, rid)
@@ -227,6 +231,9 @@ async def salvage(js: JetStreamContext, backup_root: Path, publish: Publish) -> 
             continue  # closed captures are the transcoder's now; never change their files
         rec_dir = recording_dir(backup_root, tenant_id, rid)
         found = await asyncio.to_thread(recover_recording, rec_dir, set(state.segments))
+        if keep is not None:
+            for seg in found:
+                await keep(rec_dir / seg.rel_path, sha256=seg.sha256)
         for event in salvage_events(state, found, recording_id=rid, tenant_id=tenant_id):
             await publish(event)
             published += 1

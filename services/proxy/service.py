@@ -8,7 +8,7 @@ import logging
 from aiohttp import web
 
 from shared import checks, natsio
-from shared.service import ServiceContext, main
+from shared.service import ServiceContext, backup_spool, main
 from shared.tls import ensure_self_signed, server_context
 
 from . import metrics
@@ -31,12 +31,14 @@ async def serve(ctx: ServiceContext[ProxyConfig]) -> None:
     publish = make_publish(ctx.js)
     backup_root = config.backup_root
 
-    recovered = await salvage(ctx.js, backup_root, publish)
+    spool = await backup_spool(ctx)
+    keep = spool.keep if spool.remote else None
+    recovered = await salvage(ctx.js, backup_root, publish, keep)
     metrics.SALVAGED_EVENTS.inc(recovered)
     if recovered:
         log.info("recovered capture events after a restart", extra={"events": recovered})
 
-    sessions = Sessions(config)
+    sessions = Sessions(config, keep=keep)
     app = build_app(sessions=sessions, js=ctx.js, publish=publish, backup_root=backup_root)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -183,6 +183,7 @@ class WhipSession:
             ident,
             segment_seconds=self.config.segment_seconds,
             publish=self._publish_track_event,
+            keep=self.registry.keep,
             request_keyframe=capture.pli_sender(receiver, self._pli_tasks),
             on_error=self._on_capture_error,
             discard=self.config.capture_discard,
@@ -330,8 +331,9 @@ class WhipSession:
 class Sessions:
     """Every live session of this proxy, plus the recordings it has seen stopped."""
 
-    def __init__(self, config: ProxyConfig) -> None:
+    def __init__(self, config: ProxyConfig, *, keep: capture.Keep | None = None) -> None:
         self.config = config
+        self.keep = keep  # puts a closed segment in the shared backup store
         self.by_id: dict[str, WhipSession] = {}
         self.by_participant: dict[tuple[str, str], WhipSession] = {}
         self.stopped: set[str] = set()

@@ -19,6 +19,8 @@ from nats.js import JetStreamContext
 
 from shared import natsio, service, signing
 from shared.backup import UnsafePath, recording_dir
+from shared.backupstore import BackupStoreError, ObjectMissing
+from shared.backupstore.spool import Spool
 from shared.config import ConfigError
 from shared.events import AnyEvent, event_id, now
 from shared.events import captures as cap
@@ -30,7 +32,7 @@ from . import metrics
 from .composite import CompositePlan, plan_composite
 from .config import TranscoderConfig
 from .errors import PlanError, RecordingBusy, TranscoderError
-from .output import build_output, recording_lock
+from .output import Sealed, build_output, recording_lock
 from .plan import OutputOptions, plan_files
 from .state import RecordingCapture, fold, missing_parts
 
@@ -81,11 +83,16 @@ def options_of(started: object) -> OutputOptions:
 
 class Transcoder:
     def __init__(
-        self, js: JetStreamContext, config: TranscoderConfig, signing_key: Ed25519PrivateKey
+        self,
+        js: JetStreamContext,
+        config: TranscoderConfig,
+        signing_key: Ed25519PrivateKey,
+        spool: Spool | None = None,
     ) -> None:
         self.js = js
         self.config = config
         self.signing_key = signing_key
+        self.spool = spool  # None or a local store: the backup folder is the store
 
     async def finished(self, recording_id: str) -> tx.TranscodeEvent | None:
         for kind in ("sealed", "quarantined"):
@@ -124,6 +131,7 @@ class Transcoder:
                 "the backup is kept for inspection.",
             )
             return
+        await self.fetch_capture(rec_dir, state)
         try:
             with recording_lock(rec_dir):
                 # Checked again under the lock: another instance may have just finished it.
@@ -134,6 +142,31 @@ class Transcoder:
             log.info("busy elsewhere; retrying later", extra=ids)
             metrics.RETRIES.labels(reason="busy").inc()
             raise Retry(str(exc), self.config.transcoder_ack_wait_s) from None
+
+    async def fetch_capture(self, rec_dir: Path, state: RecordingCapture) -> None:
+        """Bring every segment from the store (when it is not this folder), each verified."""
+        if self.spool is None or not self.spool.remote:
+            return
+        try:
+            await self.spool.fetch_all(
+                (rec_dir / seg.path, seg.sha256) for seg in state.segments.values()
+            )
+        except ObjectMissing as exc:
+            raise Retry(f"a capture segment is not in the backup store yet: {exc}", 5) from None
+        except BackupStoreError as exc:
+            if exc.transient:
+                raise Retry(f"the backup store did not answer: {exc}", 5) from None
+            raise  # verification below quarantines a segment that is not what was written
+
+    async def keep_output(self, sealed: Sealed) -> None:
+        """Put every output file in the store before the sealed event says it exists."""
+        if self.spool is None or not self.spool.remote:
+            return
+        try:
+            for f in sealed.files:
+                await self.spool.keep(sealed.output / f.name, sha256=f.sha256, drop_local=False)
+        except BackupStoreError as exc:
+            raise Retry(f"could not put the output in the backup store: {exc}", 5) from None
 
     async def transcode(
         self, event: cap.CaptureClosed, rec_dir: Path, state: RecordingCapture, attempt: int
@@ -193,6 +226,10 @@ class Transcoder:
                 "the backup is kept for inspection.",
             )
             return
+        await self.keep_output(sealed)
+        if self.spool is not None and self.spool.remote:
+            # Before the event: an uploader on this machine then fetches into an empty folder.
+            await self.spool.drop_local(sealed.output.parent)
         output_rel = sealed.output.relative_to(self.config.backup_root).as_posix()
         await natsio.publish(
             self.js,
@@ -240,7 +277,8 @@ class Transcoder:
 
 
 async def serve(ctx: service.ServiceContext[TranscoderConfig]) -> None:
-    transcoder = Transcoder(ctx.js, ctx.config, load_signing_key(ctx.config))
+    spool = await service.backup_spool(ctx)
+    transcoder = Transcoder(ctx.js, ctx.config, load_signing_key(ctx.config), spool)
     ctx.consume(
         consumer_spec(ctx.config),
         transcoder.handle,

@@ -24,6 +24,8 @@ from nats.js import JetStreamContext
 
 from shared import natsio, service
 from shared.backup import UnsafePath, inside, recording_dir
+from shared.backupstore import BackupStoreError
+from shared.backupstore.spool import Spool
 from shared.events import AnyEvent, event_id
 from shared.events import recordings as rec_events
 from shared.events import transcodes as tr_events
@@ -41,7 +43,7 @@ from .errors import PermanentUploadError, TransientUploadError
 from .grant import REQUESTER, request_grant
 from .layout import check_file_name, render_key
 from .plan import Job
-from .purge import purge_recording
+from .purge import Purged, purge_recording
 from .resume import ResumeStore
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,12 @@ class Uploader:
     cfg: UploaderConfig
     nc: NATS
     js: JetStreamContext
+    spool: Spool | None = None  # None or a local store: the backup folder is the store
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    @property
+    def remote(self) -> bool:
+        return self.spool is not None and self.spool.remote
 
     @property
     def root(self) -> Path:
@@ -144,8 +151,8 @@ class Uploader:
                 attempt=msg.metadata.num_delivered,
             )
             sealed = await natsio.last_event(self.js, tr_events.STREAM, f"transcodes.{rid}.sealed")
-            folder = recording_dir(self.root, event.tenant_id, rid)
-            if not isinstance(sealed, RecordingSealed) or not folder.exists():
+            recording_dir(self.root, event.tenant_id, rid)  # refuses ids that are no folder
+            if not isinstance(sealed, RecordingSealed) or not await self._backup_exists(sealed):
                 reason = (
                     "nothing to resend: the recording was never sealed"
                     if not isinstance(sealed, RecordingSealed)
@@ -216,6 +223,7 @@ class Uploader:
         """Upload and confirm every sealed file; publish what was confirmed. Returns whether
         the destination keeps the backup (persist_backup)."""
         output = self._output_dir(sealed)
+        await self._fetch_output(output, sealed)
         material = await request_grant(
             self.nc,
             job_id=job.job_id,
@@ -265,6 +273,33 @@ class Uploader:
         )
         return config.get("persist_backup") is True
 
+    async def _backup_exists(self, sealed: RecordingSealed) -> bool:
+        if not self.remote:
+            return recording_dir(self.root, sealed.tenant_id, sealed.recording_id).exists()
+        assert self.spool is not None
+        try:
+            return bool(sealed.files) and await self.spool.exists(
+                self._local_file(self._output_dir(sealed), sealed.files[0].name)
+            )
+        except BackupStoreError as exc:
+            raise Retry(f"the backup store did not answer: {exc}", delay=5) from None
+
+    async def _fetch_output(self, output: Path, sealed: RecordingSealed) -> None:
+        """With an object store: this machine gets the sealed files first, each verified."""
+        if not self.remote:
+            return
+        assert self.spool is not None
+        try:
+            await self.spool.fetch_all(
+                (self._local_file(output, f.name), f.sha256) for f in sealed.files
+            )
+        except BackupStoreError as exc:
+            if exc.transient:
+                raise TransientUploadError(f"the backup store did not answer: {exc}") from None
+            raise PermanentUploadError(
+                f"the backup in the store cannot be used: {exc}; the recording was not sent"
+            ) from None
+
     def _output_dir(self, sealed: RecordingSealed) -> Path:
         rec = recording_dir(self.root, sealed.tenant_id, sealed.recording_id)
         try:
@@ -300,6 +335,11 @@ class Uploader:
 
     async def _purge(self, rid: str, tenant_id: str, job_id: str) -> None:
         purged = await asyncio.to_thread(purge_recording, self.root, tenant_id, rid)
+        if self.remote:
+            assert self.spool is not None
+            # Every object of the recording (captures and outputs), wherever it was written.
+            files, size = await self.spool.purge(recording_dir(self.root, tenant_id, rid))
+            purged = Purged(bytes_freed=size, files=files)
         if purged.files:
             metrics.PURGES.inc()
             metrics.PURGED_BYTES.inc(purged.bytes_freed)
@@ -356,7 +396,8 @@ def _check_ids(recording_id: str, tenant_id: str) -> None:
 
 async def serve(ctx: ServiceContext[UploaderConfig]) -> None:
     cfg = ctx.config
-    uploader = Uploader(cfg=cfg, nc=ctx.nc, js=ctx.js)
+    spool = await service.backup_spool(ctx)
+    uploader = Uploader(cfg=cfg, nc=ctx.nc, js=ctx.js, spool=spool)
     ctx.consume(sealed_consumer(cfg), uploader.on_sealed, concurrency=cfg.upload_concurrency)
     ctx.consume(resend_consumer(cfg), uploader.on_resend, concurrency=cfg.upload_concurrency)
     log.info(

@@ -1,0 +1,88 @@
+"""With the backup in an object store, kill -9 the proxy mid-capture and restart it: every
+finished segment, and every one salvaged from the spool, is in the store with the SHA-256 its
+event announced before that event was published; the local folder keeps no finished segment."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from nats.js import JetStreamContext
+
+from resguardo.publisher import Publisher
+from shared.backupstore.config import from_url
+from shared.embedded import NatsServer
+from shared.events import captures
+
+from ..seaweed import SeaweedS3, seaweed_s3
+from .conftest import Proxy, history, make_proxy, start_recording, stop_recording, wait_for_count
+from .conftest import wait_for_event as wait_for_capture_event
+
+
+@pytest.fixture(scope="module")
+def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    with seaweed_s3(tmp_path_factory.mktemp("weed")) as server:
+        yield server
+
+
+@pytest.fixture
+async def store_proxy(
+    tmp_path: Path, nats_server: NatsServer, weed: SeaweedS3
+) -> AsyncIterator[tuple[Proxy, dict[str, str]]]:
+    bucket = weed.new_bucket("proxy-spool")
+    secret = tmp_path / "secret"
+    secret.write_text(weed.secret_access_key)
+    secret.chmod(0o600)
+    settings = {
+        "backup_url": f"s3://{bucket}",
+        "backup_s3_endpoint": weed.endpoint,
+        "backup_s3_access_key_id": weed.access_key_id,
+        "backup_s3_secret_access_key_file": str(secret),
+    }
+    proxy = make_proxy(tmp_path, nats_server, **settings)
+    await proxy.start()
+    try:
+        yield proxy, settings
+    finally:
+        proxy.process.stop()
+
+
+async def test_kill_9_with_an_object_store_loses_nothing_finished(
+    js: JetStreamContext, store_proxy: tuple[Proxy, dict[str, str]]
+) -> None:
+    proxy, settings = store_proxy
+    store = from_url(
+        settings["backup_url"],
+        endpoint=settings["backup_s3_endpoint"],
+        access_key_id=settings["backup_s3_access_key_id"],
+        secret_access_key_file=Path(settings["backup_s3_secret_access_key_file"]),
+    )
+    rec = await start_recording(js)
+    rec_dir = proxy.rec_dir(rec)
+    pub = Publisher(proxy.whip_url(rec.rid), rec.token, participant="ana", ca_file=proxy.ca_file)
+    await pub.start()
+    try:
+        await wait_for_count(js, rec.rid, captures.SegmentWritten, 4)
+        await asyncio.sleep(0.6)
+        proxy.process.kill()
+        assert sorted(rec_dir.rglob("*.rgc.part")), "nothing was being written at the kill"
+        await proxy.start()  # salvage puts what it recovers in the store, then publishes
+    finally:
+        await pub.stop()
+    await stop_recording(js, rec)
+    await wait_for_capture_event(js, f"captures.{rec.rid}.closed")
+
+    segments = [e for e in await history(js, rec.rid) if isinstance(e, captures.SegmentWritten)]
+    assert len(segments) >= 4
+    prefix = f"{rec.tenant_id}/{rec.rid}"
+    try:
+        for seg in segments:
+            stored = await store.stat(f"{prefix}/{seg.path}")
+            assert stored is not None, f"{seg.path} is not in the store"
+            assert (stored.sha256, stored.size) == (seg.sha256, seg.size)
+        assert len(await store.list(prefix)) == len(segments)
+    finally:
+        await store.close()
+    assert not list(rec_dir.rglob("*.rgc")), "finished segments stayed in the local spool"
