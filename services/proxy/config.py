@@ -40,6 +40,12 @@ class ProxyConfig(CommonConfig):
         "net.core.rmem_max): room to ride out a short stall of the proxy without dropping "
         "packets. 0 keeps the system default.",
     )
+    proxy_close_wait_s: float = setting(
+        15.0,
+        "On a stop, how long the instance that closes the capture waits for the other proxy "
+        "instances to end their sessions of the recording; what is still open then belonged to "
+        "an instance that is gone, and is ended on its behalf.",
+    )
     capture_discard: bool = setting(
         False,
         "Benchmark only (bench/bench_proxy.py's receive-only baseline): receive every frame and "
@@ -52,6 +58,8 @@ class ProxyConfig(CommonConfig):
             raise ConfigError(f"{env_name('segment_seconds')} must be between 0.2 and 3600.")
         if self.udp_receive_buffer_bytes < 0:
             raise ConfigError(f"{env_name('udp_receive_buffer_bytes')} must not be negative.")
+        if not 0 <= self.proxy_close_wait_s <= 600:
+            raise ConfigError(f"{env_name('proxy_close_wait_s')} must be between 0 and 600.")
         if self.max_publishers < 1:
             raise ConfigError(f"{env_name('max_publishers')} must be at least 1.")
         if not 1 <= self.whip_port <= 65535:

@@ -50,6 +50,12 @@ class CaptureState:
     closed: cap.CaptureClosed | None = None
 
 
+def still_open(state: CaptureState) -> int:
+    """Tracks and sessions the history has not seen end: live somewhere, or on a dead proxy."""
+    open_tracks = sum(1 for t in state.tracks if t not in state.ended)
+    return open_tracks + sum(1 for s in state.joined if s not in state.left)
+
+
 def evolve(state: CaptureState, event: Event) -> CaptureState:
     """Fold one event in (mutates and returns ``state``; repeats of a fact are harmless)."""
     if isinstance(event, cap.ParticipantJoined):

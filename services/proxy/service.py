@@ -15,7 +15,7 @@ from . import metrics
 from .config import ProxyConfig
 from .salvage import salvage
 from .session import Publish, Sessions, make_publish
-from .stop import STOP_CONSUMER, stop_handler
+from .stop import STOP_CONSUMER, follow_stops, stop_handler
 from .whip import build_app
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ async def serve(ctx: ServiceContext[ProxyConfig]) -> None:
 
     ctx.stack.push_async_callback(shutdown)
     ctx.spawn(consume_stops(ctx, sessions, publish), "proxy-stop")
+    ctx.spawn(follow_stops(ctx.js, sessions), "proxy-stop-broadcast")
 
 
 async def consume_stops(
@@ -62,7 +63,7 @@ async def consume_stops(
 ) -> None:
     """Run ``proxy-stop`` for good: a NATS hiccup must not end the process (and with it every
     live WHIP session), so the consumer is restarted here instead."""
-    handler = stop_handler(ctx.js, sessions, publish)
+    handler = stop_handler(ctx.js, sessions, publish, ctx.config.proxy_close_wait_s)
     while True:
         try:
             await natsio.run_consumer(ctx.js, STOP_CONSUMER, handler, watcher=ctx.health)
