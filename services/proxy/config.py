@@ -40,6 +40,12 @@ class ProxyConfig(CommonConfig):
         "net.core.rmem_max): room to ride out a short stall of the proxy without dropping "
         "packets. 0 keeps the system default.",
     )
+    whip_instance_url: str = setting(
+        "",
+        "This proxy instance's own base URL, reachable by publishers without the load balancer "
+        "(https://host:port): WHIP resource URLs (Location) point at it, so PATCH and DELETE "
+        "reach the instance that holds the session. Empty: relative resource URLs.",
+    )
     proxy_close_wait_s: float = setting(
         15.0,
         "On a stop, how long the instance that closes the capture waits for the other proxy "
@@ -58,6 +64,10 @@ class ProxyConfig(CommonConfig):
             raise ConfigError(f"{env_name('segment_seconds')} must be between 0.2 and 3600.")
         if self.udp_receive_buffer_bytes < 0:
             raise ConfigError(f"{env_name('udp_receive_buffer_bytes')} must not be negative.")
+        if self.whip_instance_url and not self.whip_instance_url.startswith(
+            ("https://", "http://")
+        ):
+            raise ConfigError(f"{env_name('whip_instance_url')} must be an https:// base URL.")
         if not 0 <= self.proxy_close_wait_s <= 600:
             raise ConfigError(f"{env_name('proxy_close_wait_s')} must be between 0 and 600.")
         if self.max_publishers < 1:

@@ -156,7 +156,9 @@ class WhipSession:
 
     @property
     def location(self) -> str:
-        return f"/whip/{self.recording_id}/{self.session_id}"
+        """The session's resource URL: on this very instance when it has a URL of its own."""
+        base = self.config.whip_instance_url.rstrip("/")
+        return f"{base}/whip/{self.recording_id}/{self.session_id}"
 
     @property
     def ending(self) -> bool:

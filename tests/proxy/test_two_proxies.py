@@ -33,6 +33,8 @@ async def proxies(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[tupl
     )
     for proxy in pair:
         proxy.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        # As behind a load balancer: resource URLs must lead back to this very instance.
+        proxy.process.env["RESGUARDO_WHIP_INSTANCE_URL"] = proxy.base_url
         await proxy.start()
     try:
         yield pair  # type: ignore[misc]
@@ -51,6 +53,8 @@ async def test_a_stop_ends_the_sessions_on_both_and_closes_once_with_everything(
     ]
     for pub in publishers:
         await pub.start()
+    for pub, proxy in zip(publishers, proxies, strict=True):
+        assert pub.location.startswith(proxy.base_url + f"/whip/{rec.rid}/"), pub.location
     try:
         await wait_for_count(js, rec.rid, captures.TrackStarted, 4)
         await wait_for_count(js, rec.rid, captures.SegmentWritten, 6)
