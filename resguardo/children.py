@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from shared import procs
-from shared.health import health_file
 
 log = logging.getLogger("resguardo.supervisor")
 
@@ -25,7 +24,8 @@ class Child:
     argv: list[str]
     env: dict[str, str] = field(repr=False)  # holds the service's NATS password
     log_path: Path
-    run_dir: Path
+    run_dir: Path  # the supervisor's: pid files
+    health_path: Path  # where the service writes its health URL (under its own data dir)
     proc: subprocess.Popen[bytes] | None = None
     backoff_level: int = 0
     restarts: int = 0  # every restart since the supervisor started, for `resguardo status`
@@ -46,7 +46,7 @@ class Child:
     def start(self) -> None:
         if self._log is None:
             self._log = self.log_path.open("ab")
-        health_file(self.run_dir, self.name).unlink(missing_ok=True)  # a dead one's URL
+        self.health_path.unlink(missing_ok=True)  # a dead one's URL
         self.proc = subprocess.Popen(
             self.argv,
             env=self.env,
@@ -103,7 +103,7 @@ class Child:
     def status(self) -> dict[str, Any]:
         up = self.proc is not None and self.proc.poll() is None
         try:
-            health_url = health_file(self.run_dir, self.name).read_text().strip()
+            health_url = self.health_path.read_text().strip()
         except FileNotFoundError:
             health_url = ""
         return {

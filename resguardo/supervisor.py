@@ -37,6 +37,7 @@ from shared.tls import ensure_self_signed
 
 from .children import Child
 from .datadir import STATUS_NAME, AlreadyRunning, DataDirLock, leftovers, write_private_json
+from .instances import Ports, layout
 
 log = logging.getLogger("resguardo.supervisor")
 
@@ -70,9 +71,6 @@ class UpConfig(CommonConfig):
                 f"{env_name('health_port_base')} must be 0 or a port number from 1 to "
                 f"{65535 - len(SERVICES)}."
             )
-
-    def service_health_port(self, service: str) -> int:
-        return self.health_port_base + SERVICES.index(service) if self.health_port_base else 0
 
 
 def nats_passwords(directory: Path) -> dict[str, str]:
@@ -112,10 +110,15 @@ def port_in_use(port: int) -> bool:
 
 
 class Supervisor:
-    def __init__(self, config: UpConfig, *, out: IO[str] = sys.stdout) -> None:
+    def __init__(self, config: UpConfig, *, out: IO[str] = sys.stdout, instances: int = 1) -> None:
         self.config = config
         self.out = out
         self.data_dir = config.data_dir.resolve()
+        self.instance_count = instances
+        ports = Ports(config.api_port, config.whip_port, config.health_port_base)
+        self.instances = layout(
+            SERVICES, instances, self.data_dir, ports, whip_public_url=config.whip_public_url
+        )
         self.run_dir = self.data_dir / "run"
         self.lock = DataDirLock(self.run_dir)
         self.nats: NatsServer | None = None
@@ -128,11 +131,15 @@ class Supervisor:
 
     # -- start -------------------------------------------------------------------------------
     def _check_ports(self) -> None:
-        wanted = [("api_port", self.config.api_port), ("whip_port", self.config.whip_port)]
+        wanted: list[tuple[str, int]] = []
         if not self.config.nats_url:
             wanted.append(("nats_port", self.config.nats_port))
-        if self.config.health_port_base:
-            wanted += [("health_port_base", self.config.service_health_port(s)) for s in SERVICES]
+        for i in self.instances:
+            if i.service in ("api", "proxy"):
+                setting_name = "api_port" if i.service == "api" else "whip_port"
+                wanted.append((setting_name, int(i.env[env_name(setting_name)])))
+            if int(i.env[env_name("health_port")]):
+                wanted.append(("health_port_base", int(i.env[env_name("health_port")])))
         for name, port in wanted:
             if port_in_use(port):
                 raise ConfigError(
@@ -194,65 +201,67 @@ class Supervisor:
         self._check_ports()
         ensure_self_signed(self.data_dir / "tls")
         nats_url, operator_url, passwords, database_url = self._start_servers()
-        whip_public = self.config.whip_public_url or f"https://127.0.0.1:{self.config.whip_port}"
-        api_url = f"https://127.0.0.1:{self.config.api_port}"
-        env = python_env() | {
-            env_name("data_dir"): str(self.data_dir),
+        common = python_env() | {
             env_name("nats_url"): nats_url,
             env_name("database_url"): database_url,
-            env_name("api_port"): str(self.config.api_port),
-            env_name("whip_port"): str(self.config.whip_port),
-            env_name("whip_public_url"): whip_public,
             env_name("drain_timeout_s"): str(self.config.drain_timeout_s),
             "PYTHONUNBUFFERED": "1",
         }
-        for name in SERVICES:
-            login = (
-                {env_name("nats_user"): name, env_name("nats_password"): passwords[name]}
-                if passwords
-                else {}
-            )
+        for instance in self.instances:
+            own = dict(instance.env)
+            if passwords:
+                login = {env_name("nats_user"): instance.service}
+                own |= login | {env_name("nats_password"): passwords[instance.service]}
             child = Child(
-                name=name,
-                argv=[sys.executable, "-m", f"services.{name}"],
-                env=env
-                | login
-                | {env_name("health_port"): str(self.config.service_health_port(name))},
-                log_path=self.data_dir / "logs" / f"{name}.log",
+                name=instance.name,
+                argv=[sys.executable, "-m", f"services.{instance.service}"],
+                env=common | own,
+                log_path=self.data_dir / "logs" / f"{instance.name}.log",
                 run_dir=self.run_dir,
+                health_path=instance.health_path,
             )
             child.start()
             self.children.append(child)
-            log.info("started", extra={"child": name, "pid": child.pid})
+            log.info("started", extra={"child": instance.name, "pid": child.pid})
+        self._announce(operator_url, nats_url, passwords)
+
+    def _announce(self, operator_url: str, nats_url: str, passwords: dict[str, str]) -> None:
+        """endpoints.json for tools, status.json, and what a person needs to know."""
+        apis = [i for i in self.instances if i.service == "api"]
+        api_urls = [f"https://127.0.0.1:{i.env[env_name('api_port')]}" for i in apis]
+        whip_bases = [u.rstrip("/") for u in apis[0].env[env_name("whip_public_url")].split(",")]
+        secrets_dir = apis[0].data_dir / "secrets"  # the first API's tokens serve every API
         endpoints = {
-            "api_url": api_url,
-            "whip_base_url": f"{whip_public}/whip",
+            "api_url": api_urls[0],
+            "api_urls": api_urls,
+            "whip_base_url": f"{whip_bases[0]}/whip",
+            "whip_base_urls": [f"{u}/whip" for u in whip_bases],
             "nats_url": operator_url,  # with the operator's login when the server is ours
             "nats_embedded": self.nats is not None,
-            "database_url": database_url if self.pg else "",  # embedded: no password in it
+            "database_url": self.pg.url if self.pg else "",  # embedded: no password in it
             "ca_file": str(self.data_dir / "tls" / "cert.pem"),
-            "dev_token_file": str(self.data_dir / "secrets" / "dev-api-token"),
-            "admin_token_file": str(self.data_dir / "secrets" / "admin-token"),
+            "dev_token_file": str(secrets_dir / "dev-api-token"),
+            "admin_token_file": str(secrets_dir / "admin-token"),
             "logs_dir": str(self.data_dir / "logs"),
             "status_file": str(self.run_dir / STATUS_NAME),
+            "instances": self.instance_count,
             "pid": os.getpid(),
         }
         write_private_json(self.run_dir / "endpoints.json", endpoints)
         self.write_status(force=True)
         logins = f" (logins in {self.data_dir / 'secrets' / 'nats'})" if passwords else ""
-        print(
-            "Resguardo is up.\n"
-            f"  API        {api_url}\n"
-            f"  WHIP       {whip_public}/whip/<recording_id>\n"
-            f"  NATS       {nats_url}{logins}\n"
-            f"  API token  {endpoints['dev_token_file']} (created by the API on first start)\n"
-            f"  CA cert    {endpoints['ca_file']}\n"
-            f"  Logs       {endpoints['logs_dir']}\n"
+        lines = ["Resguardo is up."]
+        lines += [f"  API        {url}" for url in api_urls]
+        lines += [f"  WHIP       {base}/whip/<recording_id>" for base in whip_bases]
+        lines += [
+            f"  NATS       {nats_url}{logins}",
+            f"  API token  {endpoints['dev_token_file']} (created by the API on first start)",
+            f"  CA cert    {endpoints['ca_file']}",
+            f"  Logs       {endpoints['logs_dir']}",
             "Try `resguardo demo` and `resguardo status` in another terminal. "
             "Ctrl-C stops everything.",
-            file=self.out,
-            flush=True,
-        )
+        ]
+        print("\n".join(lines), file=self.out, flush=True)
 
     # -- watch -------------------------------------------------------------------------------
     def poll_once(self) -> None:
@@ -344,9 +353,9 @@ class Supervisor:
             pass
 
 
-def up() -> int:
+def up(instances: int = 1) -> int:
     from shared import logs
 
     config = load(UpConfig)
     logs.setup("supervisor", config.log_level)
-    return Supervisor(config).run()
+    return Supervisor(config, instances=instances).run()

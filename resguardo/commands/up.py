@@ -14,7 +14,9 @@ def _run(args: argparse.Namespace) -> int:
     from ..supervisor import up
 
     try:
-        return up()
+        if args.instances < 1 or args.instances > 16:
+            raise CliError("--instances must be between 1 and 16.")
+        return up(args.instances)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
 
@@ -25,5 +27,13 @@ def register(sub: Any) -> None:
         help="start every service, with embedded NATS and PostgreSQL",
         description="Start the whole system on this machine. Configure with "
         "RESGUARDO_* environment variables (see README).",
+    )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N instances of every service, each with its own data dir under "
+        "<data dir>/instances/ (default 1)",
     )
     parser.set_defaults(func=_run)

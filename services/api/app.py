@@ -318,7 +318,7 @@ async def start_recording(request: web.Request) -> web.Response:
     return json_response(
         {
             "recording_id": recording_id,
-            "whip_url": f"{deps.config.whip_base}/whip/{recording_id}",
+            "whip_url": f"{deps.config.whip_base_for(recording_id)}/whip/{recording_id}",
             "token": token,
             "state": "capturing",
             "destination": destination.name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,8 @@ class ApiConfig(CommonConfig):
     tls_key: Path | None = setting(None, "TLS private key (PEM) matching RESGUARDO_TLS_CERT.")
     whip_public_url: str = setting(
         "https://127.0.0.1:8444",
-        "Public base URL of the WHIP proxy; a recording's whip_url is <this>/whip/<id>.",
+        "Public base URL of the WHIP proxy; a recording's whip_url is <this>/whip/<id>. "
+        "Several, comma-separated: each recording gets one of them (spread by its id).",
     )
     signing_key_file: Path | None = setting(
         None,
@@ -43,7 +45,9 @@ class ApiConfig(CommonConfig):
             raise ConfigError(
                 f"{env_name('tls_cert')} and {env_name('tls_key')} must be set together."
             )
-        if not self.whip_public_url.startswith(("https://", "http://")):
+        if not self.whip_bases or not all(
+            u.startswith(("https://", "http://")) for u in self.whip_bases
+        ):
             raise ConfigError(
                 f"{env_name('whip_public_url')} must be an https:// (or http://) base URL."
             )
@@ -51,5 +55,10 @@ class ApiConfig(CommonConfig):
             raise ConfigError(f"{env_name('max_credential_chars')} must be at least 256.")
 
     @property
-    def whip_base(self) -> str:
-        return self.whip_public_url.rstrip("/")
+    def whip_bases(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in self.whip_public_url.split(",") if u.strip()]
+
+    def whip_base_for(self, recording_id: str) -> str:
+        """One of the proxies' base URLs, the same for every call about this recording."""
+        bases = self.whip_bases
+        return bases[zlib.crc32(recording_id.encode()) % len(bases)]

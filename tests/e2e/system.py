@@ -118,7 +118,11 @@ def system_env(data_dir: Path, extra_env: dict[str, str] | None = None) -> dict[
 
 
 def start_system(
-    tmp_path: Path, extra_env: dict[str, str] | None = None, *, env: dict[str, str] | None = None
+    tmp_path: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    up_args: tuple[str, ...] = (),
 ) -> RunningSystem:
     """`resguardo up` under ``tmp_path``; with ``env``, again with that environment (the same
     data dir and ports as an earlier run)."""
@@ -128,15 +132,20 @@ def start_system(
     log_path = tmp_path / "up.log"
     log = log_path.open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "resguardo", "up"], cwd=REPO, env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "resguardo", "up", *up_args],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=log,
     )
     system = RunningSystem(data_dir=data_dir, proc=proc, env=env, log_path=log_path)
     endpoints = data_dir / "run" / "endpoints.json"
-    token = data_dir / "secrets" / "dev-api-token"
 
     def written_by_this_run() -> bool:
         found = read_json(endpoints)
-        return bool(found and found.get("pid") == proc.pid and token.exists())
+        if not (found and found.get("pid") == proc.pid):
+            return False
+        return Path(found["dev_token_file"]).exists()  # the (first) API has started
 
     try:
         wait_until(
