@@ -83,6 +83,27 @@ def backup_usage(root: Path) -> dict[str, dict[str, int]]:
     return usage
 
 
+async def backup_report(root: Path) -> dict[str, Any]:
+    """Usage per tenant: of the object store when RESGUARDO_BACKUP_URL names one, else of the
+    backup folder (with files and recordings counted too)."""
+    if not os.environ.get("RESGUARDO_BACKUP_URL"):
+        return {"root": str(root), "tenants": backup_usage(root)}
+    from shared.backupstore.config import from_env
+
+    try:
+        store = from_env(root)
+    except Exception as exc:  # a ConfigError: one sentence naming the variable
+        return {"root": "", "tenants": {}, "error": str(exc)}
+    try:
+        usage = await asyncio.wait_for(store.usage_by_tenant(), PROBE_TIMEOUT_S * 4)
+        tenants = {name: {"bytes": size} for name, size in sorted(usage.items())}
+        return {"root": store.url, "tenants": tenants}
+    except Exception as exc:
+        return {"root": store.url, "tenants": {}, "error": f"{type(exc).__name__}: {exc}"[:200]}
+    finally:
+        await store.close()
+
+
 async def _readiness(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     if not url:
         return {"ready": False, "checks": {}, "error": "no health URL recorded yet"}
@@ -228,8 +249,12 @@ async def gather(
             error = redact_text(f"{type(exc).__name__}: {exc}")[:200]
             report["postgres"] |= {"reachable": False, "error": error}
     report["postgres"] |= {k: v for k, v in supervisor.get("postgres", {}).items() if k == "pid"}
-    report["backup"] = {"root": str(backup_root), "tenants": backup_usage(backup_root)}
+    report["backup"] = await backup_report(backup_root)
     report["problems"] = _problems(report)
+    if report["backup"].get("error"):
+        report["problems"].append(
+            f"the backup store is not readable ({report['backup']['error']})."
+        )
     if not fresh:
         report["problems"].insert(0, f"`resguardo up` is not running on data dir {data_dir}.")
     report["healthy"] = not report["problems"]

@@ -103,9 +103,11 @@ def render(report: dict[str, Any]) -> str:
     out.append(
         f"Backup {report['backup']['root']}: {human_size(total)} in {len(tenants)} tenant(s)"
     )
+    if report["backup"].get("error"):
+        out.append(f"  not readable: {report['backup']['error']}")
     if tenants:
         rows = [
-            [name, str(t["recordings"]), str(t["files"]), human_size(t["bytes"])]
+            [name, str(t.get("recordings", "-")), str(t.get("files", "-")), human_size(t["bytes"])]
             for name, t in tenants.items()
         ]
         out += [table(rows, ["TENANT", "RECORDINGS", "FILES", "SIZE"])]

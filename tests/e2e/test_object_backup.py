@@ -52,6 +52,13 @@ def test_a_call_goes_through_the_object_store_and_leaves_nothing_in_it(tmp_path:
             assert listing.get("KeyCount", 0) == 0, listing.get("Contents")
             assert not (system.data_dir / "backup" / tenant / rid).exists()
 
+            status = system.cli_json("status")
+            assert status["healthy"], status["problems"]
+            assert status["backup"]["root"] == f"s3://{bucket}/backup"
+            assert status["backup"]["tenants"].get(tenant, {"bytes": 0})["bytes"] == 0
+            for name in ("proxy", "transcoder", "uploader"):
+                assert status["services"][name]["checks"]["backup store"] == "ok"
+
             delivered = next((system.data_dir / "demo-output").rglob(rid))
             verified = system.cli("verify", str(delivered), check=False)
             assert verified.returncode == 0, verified.stdout + verified.stderr
