@@ -260,7 +260,14 @@ async def health(base_url: str, ca_file: Path) -> dict[str, Any]:
 
 
 async def run_phase(
-    js: Any, nats_url: str, work: Path, media: Path, mode: str, streams: int, window_s: float
+    js: Any,
+    nats_url: str,
+    work: Path,
+    media: Path,
+    mode: str,
+    streams: int,
+    window_s: float,
+    store_env: dict[str, str] | None = None,
 ) -> Phase:
     import psutil
 
@@ -277,6 +284,7 @@ async def run_phase(
         "RESGUARDO_LOG_LEVEL": os.environ.get("RESGUARDO_BENCH_PROXY_LOG_LEVEL", "WARNING"),
         "RESGUARDO_MAX_PUBLISHERS": str(streams + 10),
         "RESGUARDO_CAPTURE_DISCARD": "true" if mode == "receive-only" else "false",
+        **(store_env if mode == "capture-store" else {}),
     }
     data_dir.mkdir(parents=True)
     log = (work / f"proxy-{mode}-{streams}.log").open("wb")
@@ -385,6 +393,37 @@ def rows_for(capture: Phase, baseline: Phase) -> list[dict[str, object]]:
     ]
 
 
+def store_row(store: Phase, local: Phase) -> dict[str, object]:
+    n = store.streams
+    return {
+        "name": f"proxy CPU per stream, backup in SeaweedFS (S3) vs local folder, {n} publishers",
+        "ours": f"{store.core_per_stream * 100:.2f}% of a core, "
+        f"{store.written}/{store.sent} frames written",
+        "baseline": f"{local.core_per_stream * 100:.2f}% (segments in the local folder)",
+        "ratio": store.core_per_stream / local.core_per_stream,
+        "goal": "<= 1.1x",
+    }
+
+
+def seaweed_env(work: Path) -> tuple[Any, dict[str, str]]:
+    """A real SeaweedFS (the tests' helper) and the proxy settings that put the backup in it."""
+    sys.path.insert(0, str(ROOT))
+    from tests.seaweed import SeaweedServer
+
+    server = SeaweedServer(work / "weed")
+    weed = server.start()
+    bucket = weed.new_bucket("bench-backup")
+    secret = work / "weed-secret"
+    secret.write_text(weed.secret_access_key)
+    secret.chmod(0o600)
+    return server, {
+        "RESGUARDO_BACKUP_URL": f"s3://{bucket}",
+        "RESGUARDO_BACKUP_S3_ENDPOINT": weed.endpoint,
+        "RESGUARDO_BACKUP_S3_ACCESS_KEY_ID": weed.access_key_id,
+        "RESGUARDO_BACKUP_S3_SECRET_ACCESS_KEY_FILE": str(secret),
+    }
+
+
 async def run() -> list[dict[str, object]]:
     from shared import natsio
     from shared.embedded import NatsServer
@@ -403,13 +442,16 @@ async def run() -> list[dict[str, object]]:
         )
         server = NatsServer(work / "nats").start()
         nc = await natsio.connect(server.url, name="bench-proxy")
+        weed, store_env = seaweed_env(work)
         try:
             js = nc.jetstream()
             await natsio.ensure_streams(js)
             for n in counts:
                 phases = {}
-                for mode in ("receive-only", "capture"):
-                    phase = await run_phase(js, server.url, work, media, mode, n, window_s)
+                for mode in ("receive-only", "capture", "capture-store"):
+                    phase = await run_phase(
+                        js, server.url, work, media, mode, n, window_s, store_env
+                    )
                     phases[mode] = phase
                     print(
                         f"  {n:>3} streams {mode:>12}: proxy {phase.cpu_s:.2f} CPU s in "
@@ -422,10 +464,12 @@ async def run() -> list[dict[str, object]]:
                         flush=True,
                     )
                 rows.extend(rows_for(phases["capture"], phases["receive-only"]))
+                rows.append(store_row(phases["capture-store"], phases["capture"]))
         finally:
             with contextlib.suppress(Exception):
                 await nc.close()
             server.stop()
+            weed.stop()
     return rows
 
 
