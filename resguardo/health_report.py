@@ -142,7 +142,7 @@ async def services_report(supervisor: dict[str, Any]) -> dict[str, dict[str, Any
 
 async def nats_report(url: str, user: str | None, password: str | None) -> dict[str, Any]:
     nc = await nats.connect(
-        url,
+        url.split(","),
         user=user,
         password=password,
         name="resguardo-status",

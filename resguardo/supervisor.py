@@ -31,13 +31,14 @@ from typing import IO, Any
 
 from shared import procs
 from shared.config import CommonConfig, ConfigError, env_name, load, setting
-from shared.embedded import OPERATOR, SERVICE_RIGHTS, NatsServer, Postgres, python_env, system_users
+from shared.embedded import OPERATOR, SERVICE_RIGHTS, python_env, system_users
 from shared.files import write_private
 from shared.tls import ensure_self_signed
 
 from .children import Child
 from .datadir import STATUS_NAME, AlreadyRunning, DataDirLock, leftovers, write_private_json
 from .instances import Ports, layout
+from .servers import EmbeddedServers
 
 log = logging.getLogger("resguardo.supervisor")
 
@@ -110,8 +111,11 @@ def port_in_use(port: int) -> bool:
 
 
 class Supervisor:
-    def __init__(self, config: UpConfig, *, out: IO[str] = sys.stdout, instances: int = 1) -> None:
+    def __init__(
+        self, config: UpConfig, *, out: IO[str] = sys.stdout, instances: int = 1, cluster: int = 1
+    ) -> None:
         self.config = config
+        self.cluster_size = cluster
         self.out = out
         self.data_dir = config.data_dir.resolve()
         self.instance_count = instances
@@ -121,8 +125,7 @@ class Supervisor:
         )
         self.run_dir = self.data_dir / "run"
         self.lock = DataDirLock(self.run_dir)
-        self.nats: NatsServer | None = None
-        self.pg: Postgres | None = None
+        self.servers = EmbeddedServers(self.data_dir, self.run_dir, self._log_file)
         self.children: list[Child] = []
         self.started_wall = time.time()
         self._stopping = False
@@ -133,7 +136,7 @@ class Supervisor:
     def _check_ports(self) -> None:
         wanted: list[tuple[str, int]] = []
         if not self.config.nats_url:
-            wanted.append(("nats_port", self.config.nats_port))
+            wanted += [("nats_port", self.config.nats_port + i) for i in range(self.cluster_size)]
         for i in self.instances:
             if i.service in ("api", "proxy"):
                 setting_name = "api_port" if i.service == "api" else "whip_port"
@@ -168,25 +171,13 @@ class Supervisor:
         passwords: dict[str, str] = {}
         if not nats_url:
             passwords = nats_passwords(self.data_dir / "secrets" / "nats")
-            self.nats = NatsServer(
-                self.data_dir / "nats",
-                port=self.config.nats_port,
-                users=system_users(passwords),
-                log=self._log_file("nats-server"),
-            ).start()
-            self._record_pid("nats-server", self.nats.proc)
-            nats_url = self.nats.url
-            operator_url = with_login(nats_url, OPERATOR, passwords[OPERATOR])
-        database_url = self.config.database_url
-        if not database_url:
-            self.pg = Postgres(self.data_dir / "postgres", log=self._log_file("postgres")).start()
-            self._record_pid("postgres", self.pg.proc)
-            database_url = self.pg.url
+            urls = self.servers.start_nats(
+                port=self.config.nats_port, users=system_users(passwords), size=self.cluster_size
+            )
+            nats_url = ",".join(urls)
+            operator_url = ",".join(with_login(u, OPERATOR, passwords[OPERATOR]) for u in urls)
+        database_url = self.config.database_url or self.servers.start_postgres()
         return nats_url, operator_url, passwords, database_url
-
-    def _record_pid(self, name: str, proc: Any) -> None:
-        if proc is not None:
-            procs.write_pid(self.run_dir / f"{name}.pid", proc.pid)
 
     def start(self) -> None:
         for sub in ("logs", "run", "secrets"):
@@ -201,8 +192,12 @@ class Supervisor:
         self._check_ports()
         ensure_self_signed(self.data_dir / "tls")
         nats_url, operator_url, passwords, database_url = self._start_servers()
+        replicas = self.config.stream_replicas
+        if self.servers.cluster is not None and env_name("stream_replicas") not in os.environ:
+            replicas = min(3, self.cluster_size)  # R3 on a cluster of three or more
         common = python_env() | {
             env_name("nats_url"): nats_url,
+            env_name("stream_replicas"): str(replicas),
             env_name("database_url"): database_url,
             env_name("drain_timeout_s"): str(self.config.drain_timeout_s),
             "PYTHONUNBUFFERED": "1",
@@ -237,8 +232,9 @@ class Supervisor:
             "whip_base_url": f"{whip_bases[0]}/whip",
             "whip_base_urls": [f"{u}/whip" for u in whip_bases],
             "nats_url": operator_url,  # with the operator's login when the server is ours
-            "nats_embedded": self.nats is not None,
-            "database_url": self.pg.url if self.pg else "",  # embedded: no password in it
+            "nats_embedded": bool(self.servers.nodes),
+            "nats_cluster": self.cluster_size,
+            "database_url": self.servers.pg.url if self.servers.pg else "",  # no password in it
             "ca_file": str(self.data_dir / "tls" / "cert.pem"),
             "dev_token_file": str(secrets_dir / "dev-api-token"),
             "admin_token_file": str(secrets_dir / "admin-token"),
@@ -265,20 +261,7 @@ class Supervisor:
 
     # -- watch -------------------------------------------------------------------------------
     def poll_once(self) -> None:
-        if self.nats and self.nats.proc and self.nats.proc.poll() is not None:
-            log.warning(
-                "nats-server exited; restarting it on the same store",
-                extra={"code": self.nats.proc.returncode},
-            )
-            self.nats.start()
-            self._record_pid("nats-server", self.nats.proc)
-        if self.pg and self.pg.proc and self.pg.proc.poll() is not None:
-            log.warning(
-                "postgres exited; restarting it on the same data",
-                extra={"code": self.pg.proc.returncode},
-            )
-            self.pg.start()
-            self._record_pid("postgres", self.pg.proc)
+        self.servers.restart_dead()
         for child in self.children:
             child.poll(time.monotonic())
         self.write_status()
@@ -288,9 +271,7 @@ class Supervisor:
         if not force and now - self._status_at < STATUS_EVERY_S:
             return
         self._status_at = now
-        nats: dict[str, Any] = {"embedded": self.nats is not None}
-        if self.nats is not None:
-            nats |= {"url": self.nats.url, "pid": self.nats.proc.pid if self.nats.proc else None}
+        nats, postgres = self.servers.status()
         status = {
             "supervisor": {
                 "pid": os.getpid(),
@@ -301,7 +282,7 @@ class Supervisor:
             "stopping": self._stopping,
             "services": {c.name: c.status() for c in self.children},
             "nats": nats,
-            "postgres": {"embedded": self.pg is not None, "pid": self.pg.pid if self.pg else None},
+            "postgres": postgres,
         }
         write_private_json(self.run_dir / STATUS_NAME, status)
 
@@ -332,12 +313,7 @@ class Supervisor:
         deadline = time.monotonic() + self.config.drain_timeout_s + 5
         for child in self.children:
             child.wait_stopped(deadline)
-        if self.nats:
-            self.nats.stop()
-            (self.run_dir / "nats-server.pid").unlink(missing_ok=True)
-        if self.pg:
-            self.pg.stop()
-            (self.run_dir / "postgres.pid").unlink(missing_ok=True)
+        self.servers.stop()
         for path in ("endpoints.json", STATUS_NAME):
             (self.run_dir / path).unlink(missing_ok=True)
         for fh in self._logs:
@@ -353,9 +329,9 @@ class Supervisor:
             pass
 
 
-def up(instances: int = 1) -> int:
+def up(instances: int = 1, cluster: int = 1) -> int:
     from shared import logs
 
     config = load(UpConfig)
     logs.setup("supervisor", config.log_level)
-    return Supervisor(config, instances=instances).run()
+    return Supervisor(config, instances=instances, cluster=cluster).run()

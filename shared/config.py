@@ -107,7 +107,13 @@ class CommonConfig:
     )
     nats_url: str = setting(
         "",
-        "NATS server URL. Empty: `resguardo up` starts an embedded nats-server under the data dir.",
+        "NATS server URL, or several comma-separated (the nodes of a cluster). Empty: "
+        "`resguardo up` starts an embedded nats-server under the data dir.",
+    )
+    stream_replicas: int = setting(
+        1,
+        "Replicas of every JetStream stream (3 on a cluster). A stream that exists with fewer "
+        "is updated to this many at start.",
     )
     nats_user: str = setting(
         "",
@@ -144,6 +150,10 @@ class CommonConfig:
     )
 
     @property
+    def nats_urls(self) -> list[str]:
+        return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
+    @property
     def run_dir(self) -> Path:
         """Pid files, health URLs and the supervisor's status: this machine's, not shared."""
         return (self.data_dir / "run").resolve()
@@ -162,5 +172,9 @@ class CommonConfig:
             raise ConfigError(f"{env_name('health_port')} must be a port number from 0 to 65535.")
         if self.drain_timeout_s <= 0:
             raise ConfigError(f"{env_name('drain_timeout_s')} must be a positive number.")
-        if self.nats_url and not self.nats_url.startswith(("nats://", "tls://")):
-            raise ConfigError(f"{env_name('nats_url')} must start with nats:// or tls://.")
+        if any(not u.startswith(("nats://", "tls://")) for u in self.nats_urls):
+            raise ConfigError(
+                f"{env_name('nats_url')} must be nats:// or tls:// URLs, separated by commas."
+            )
+        if not 1 <= self.stream_replicas <= 5:
+            raise ConfigError(f"{env_name('stream_replicas')} must be from 1 to 5.")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from .files import write_private
 from .procs import die_with_parent
 
 
@@ -87,6 +88,7 @@ JS_COMMON = (
     "$JS.ACK.>",
     "$JS.FC.>",
     "deadletter.>",
+    "$KV.LEASES.>",  # shared.leases: who works on which recording (stream KV_LEASES)
 )
 
 
@@ -139,16 +141,27 @@ def system_users(passwords: dict[str, str]) -> list[NatsUser]:
     return users
 
 
+@dataclass(frozen=True)
+class ClusterRoutes:
+    """This node's place in a JetStream cluster on loopback: its route port and its peers'."""
+
+    name: str
+    port: int
+    peers: tuple[int, ...]
+
+
 def nats_config(
     *,
     port: int,
     store_dir: Path,
     users: list[NatsUser] | None = None,
     monitor_port: int | None = None,
+    server_name: str = "resguardo",
+    cluster: ClusterRoutes | None = None,
 ) -> str:
     lines = [
         f"listen: 127.0.0.1:{port}",
-        "server_name: resguardo",
+        f"server_name: {server_name}",
         "max_payload: 8MB",
         "jetstream {",
         f'  store_dir: "{store_dir}"',
@@ -158,6 +171,15 @@ def nats_config(
     ]
     if monitor_port:
         lines.append(f"http: 127.0.0.1:{monitor_port}")
+    if cluster is not None:
+        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in cluster.peers)
+        lines += [
+            "cluster {",
+            f"  name: {cluster.name}",
+            f"  listen: 127.0.0.1:{cluster.port}",
+            f"  routes: [{routes}]",
+            "}",
+        ]
     if users:
         lines.append("authorization {")
         lines.append("  users = [")
@@ -184,11 +206,17 @@ class NatsServer:
         port: int | None = None,
         users: list[NatsUser] | None = None,
         log: IO[Any] | int | None = None,
+        server_name: str = "resguardo",
+        cluster: ClusterRoutes | None = None,
+        monitor_port: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.users = users
         self.log = log if log is not None else subprocess.DEVNULL
+        self.server_name = server_name
+        self.cluster = cluster
+        self.monitor_port = monitor_port
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -202,8 +230,18 @@ class NatsServer:
     def start(self) -> NatsServer:
         store = self.data_dir / "jetstream"
         store.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(nats_config(port=self.port, store_dir=store, users=self.users))
-        self.config_path.chmod(0o600)  # it may hold service passwords
+        # 0600 from the first byte: it holds every service's NATS password.
+        write_private(
+            self.config_path,
+            nats_config(
+                port=self.port,
+                store_dir=store,
+                users=self.users,
+                monitor_port=self.monitor_port,
+                server_name=self.server_name,
+                cluster=self.cluster,
+            ),
+        )
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(self.config_path)],
             stdout=self.log,

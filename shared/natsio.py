@@ -51,6 +51,15 @@ class SubjectTaken(Exception):
 
 WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for a failed Nats-Expected-Last-* check
 
+# What a JetStream call meets while a cluster elects a leader (or a node restarts): retried.
+TRANSIENT_JS_ERRORS = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
 
 def inbox_prefix(user: str | None) -> str:
     """Where replies to ``user`` go: a prefix of its own, so NATS permissions can let each user
@@ -59,15 +68,24 @@ def inbox_prefix(user: str | None) -> str:
 
 
 async def connect(
-    url: str, *, name: str, user: str | None = None, password: str | None = None, tls: Any = None
+    url: str | list[str],
+    *,
+    name: str,
+    user: str | None = None,
+    password: str | None = None,
+    tls: Any = None,
 ) -> NATS:
+    """Connect to one server or to any node of a cluster (a list, or URLs separated by commas);
+    reconnects forever, to whichever node answers."""
+    servers = [u.strip() for u in url.split(",")] if isinstance(url, str) else url
+
     async def on_error(exc: Exception) -> None:
         # A permissions violation names the subject; it is worth reading, and holds no secret.
         text = str(exc) if "permissions violation" in str(exc).lower() else ""
         log.warning("nats error", extra={"error": type(exc).__name__, "detail": text[:200]})
 
     return await nats.connect(
-        url,
+        servers,
         name=name,
         user=user or None,
         password=password or None,
@@ -79,8 +97,12 @@ async def connect(
     )
 
 
-async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
-    """Create or update ``spec``'s stream; safe to call from every process at every start."""
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 1) -> None:
+    """Create or update ``spec``'s stream; safe to call from every process at every start.
+
+    An existing stream with fewer replicas is updated to ``replicas`` (JetStream adds peers
+    and copies the data); one with more keeps them (never shrunk by a misconfigured instance).
+    """
     config = api.StreamConfig(
         name=spec.name,
         description=spec.description,
@@ -89,27 +111,32 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
         retention=api.RetentionPolicy.LIMITS,
         duplicate_window=DUPLICATE_WINDOW_S,
         allow_direct=True,
+        num_replicas=replicas,
     )
-    for attempt in range(10):
+    for attempt in range(20):
         try:
             try:
                 await js.add_stream(config)
             except BadRequestError:
+                current = await js.stream_info(spec.name)
+                config.num_replicas = max(replicas, current.config.num_replicas or 1)
                 await js.update_stream(config)
             return
-        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+        except TRANSIENT_JS_ERRORS:
             # JetStream API calls can time out right after a restart or leader change.
-            await asyncio.sleep(0.2 * (attempt + 1))
+            await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
     raise RuntimeError(f"could not declare stream {spec.name}; check that JetStream is enabled")
 
 
-async def ensure_streams(js: JetStreamContext, specs: Sequence[StreamSpec] = STREAMS) -> None:
+async def ensure_streams(
+    js: JetStreamContext, specs: Sequence[StreamSpec] = STREAMS, replicas: int = 1
+) -> None:
     for spec in specs:
-        await ensure_stream(js, spec)
+        await ensure_stream(js, spec, replicas)
 
 
 async def publish(
-    js: JetStreamContext, event: Event, *, timeout: float = 10.0, first_on_subject: bool = False
+    js: JetStreamContext, event: Event, *, timeout: float = 30.0, first_on_subject: bool = False
 ) -> api.PubAck:
     """Publish ``event`` to its stream, retrying until JetStream acknowledges it.
 
@@ -130,6 +157,12 @@ async def publish(
     while True:
         try:
             return await js.publish(subject, data, headers=headers, timeout=2.0)
+        except TRANSIENT_JS_ERRORS:  # first: "temporarily unavailable" is an APIError too
+            if loop.time() + delay > deadline:
+                raise
+            unanswered = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
         except nats.js.errors.APIError as exc:
             if exc.err_code != WRONG_LAST_SEQUENCE:
                 raise
@@ -141,17 +174,6 @@ async def publish(
             if mine is None:
                 raise SubjectTaken(subject) from None
             return mine
-        except (
-            nats.errors.TimeoutError,
-            nats.js.errors.NoStreamResponseError,
-            nats.errors.ConnectionClosedError,
-            nats.errors.NoRespondersError,
-        ):
-            if loop.time() + delay > deadline:
-                raise
-            unanswered = True
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
 
 async def _stored_copy(

@@ -123,7 +123,7 @@ async def run(
         js = nc.jetstream()
         # The owner declares its streams; everyone declares what they read, so start order
         # never matters.
-        await natsio.ensure_streams(js)
+        await natsio.ensure_streams(js, replicas=config.stream_replicas)
         checks.attach(nc, js)
         ctx = ServiceContext(name=name, config=config, nc=nc, js=js, stack=stack, health=checks)
         started = False

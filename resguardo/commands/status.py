@@ -23,12 +23,13 @@ from ..health_report import gather
 
 
 def _nats_login(url: str) -> tuple[str, str | None, str | None]:
-    """``nats://user:pass@host`` split into the URL without the login, the user, the password."""
-    parts = urlsplit(url)
-    if not parts.username:
+    """``nats://user:pass@host[,...]`` split into the URL(s) without the login, the user and the
+    password (the same login for every node of a cluster)."""
+    urls = [urlsplit(u.strip()) for u in url.split(",") if u.strip()]
+    if not urls or not urls[0].username:
         return url, os.environ.get("RESGUARDO_NATS_USER"), os.environ.get("RESGUARDO_NATS_PASSWORD")
-    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-    return bare, unquote(parts.username), unquote(parts.password or "")
+    bare = ",".join(p._replace(netloc=p.netloc.rpartition("@")[2]).geturl() for p in urls)
+    return bare, unquote(urls[0].username), unquote(urls[0].password or "")
 
 
 def _duration(seconds: float | None) -> str:

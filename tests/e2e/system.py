@@ -175,7 +175,7 @@ def stop_system(system: RunningSystem) -> None:
 
 async def stream_events(nats_url: str, recording_id: str) -> list[tuple[str, str]]:
     """(stream, type) of every event of the recording in every stream, oldest first per stream."""
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url.split(","))  # one node, or every node of a cluster
     js = nc.jetstream()
     out: list[tuple[str, str]] = []
     try:
