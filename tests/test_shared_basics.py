@@ -23,8 +23,14 @@ from .servers import REPO
 def test_bad_config_value_is_one_sentence_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match="RESGUARDO_LOG_LEVEL must be"):
         load(CommonConfig, {"RESGUARDO_LOG_LEVEL": "LOUD"})
-    with pytest.raises(ConfigError, match="RESGUARDO_NATS_URL must start with"):
+    with pytest.raises(ConfigError, match="RESGUARDO_NATS_URL must be nats:// or tls://"):
         load(CommonConfig, {"RESGUARDO_NATS_URL": "http://x"})
+    with pytest.raises(ConfigError, match="RESGUARDO_NATS_URL must be nats:// or tls://"):
+        load(CommonConfig, {"RESGUARDO_NATS_URL": "nats://a:4222, http://b:4222"})
+    with pytest.raises(ConfigError, match="RESGUARDO_STREAM_REPLICAS must be from 1 to 5"):
+        load(CommonConfig, {"RESGUARDO_STREAM_REPLICAS": "0"})
+    several = load(CommonConfig, {"RESGUARDO_NATS_URL": "nats://a:4222,nats://b:4223"})
+    assert several.nats_urls == ["nats://a:4222", "nats://b:4223"]
 
 
 def test_up_refuses_a_busy_port_with_the_variable_to_change(tmp_path: Path) -> None:
