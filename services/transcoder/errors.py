@@ -13,7 +13,3 @@ class PlanError(TranscoderError):
 
 class SegmentInvalid(TranscoderError):
     """A capture segment is missing, has the wrong size or SHA-256, or is not a segment file."""
-
-
-class RecordingBusy(Exception):
-    """Another transcoder process is working on this recording right now; try again later."""

@@ -1,20 +1,27 @@
 """The output folder: verify the capture, remux into a staging folder (and render the call's
 composite), write SHA256SUMS, manifest.json and its Ed25519 signature manifest.json.sig, make it
-durable, and rename it to ``output/`` in one step.
+durable, and rename it to its final name in one step.
 
-A process killed at any point leaves either no ``output/`` or a complete one; a staging folder
+A process killed at any point leaves either no output folder or a complete one; a staging folder
 left behind by a crash is deleted by the next run.
+
+Many instances: the service names each attempt's folder ``output-<attempt>`` (``folder``), never
+``output/``. Two attempts on one recording can both be writing (one paused past its lease, see
+``shared.leases``), and with an object store (``shared.backupstore.spool``) each puts its folder's
+files under the keys of that folder: with one fixed name the late one would overwrite the files of
+the one that sealed, and the sealed event's SHA-256s would no longer match the backup. Unique
+folders make that impossible; the sealed event's ``output_dir`` names the one that counts. Only
+after a seal is stored are the other attempts' folders deleted (``remove_other_outputs``): before,
+any of them might still be the one sealed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +34,7 @@ from shared.events.transcodes import SealedFile
 from shared.integrity import CHUNK, Digest, FileDigest, digest_file, sha256sums
 
 from .composite import CompositePlan, render
-from .errors import RecordingBusy, SegmentInvalid
+from .errors import SegmentInvalid
 from .manifest import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
@@ -44,36 +51,13 @@ from .state import RecordingCapture, Segment
 log = logging.getLogger(__name__)
 
 STAGING_PREFIX = "output.tmp-"
-LOCK_NAME = ".transcoder.lock"
+ATTEMPT_PREFIX = "output-"  # output-<attempt>: one folder per transcoding attempt
 
 
 @dataclass(frozen=True)
 class Sealed:
     output: Path
     files: list[SealedFile]
-
-
-@contextlib.contextmanager
-def recording_lock(rec_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the recording's folder for as long as the block runs.
-
-    Two transcoder processes must never build the same output at once (one would delete the
-    other's staging folder). The kernel drops the lock when its holder dies, even by kill -9.
-    Raises ``RecordingBusy`` if another process holds it. Without a recording folder there is
-    nothing to protect (verification will find the capture missing).
-    """
-    if not rec_dir.is_dir():
-        yield
-        return
-    fd = os.open(rec_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RecordingBusy("another transcoder is working on this recording") from None
-        yield
-    finally:
-        os.close(fd)
 
 
 def verify_segments(rec_dir: Path, segments: list[Segment]) -> None:
@@ -138,20 +122,27 @@ def build_output(
     options: OutputOptions | None = None,
     composite: CompositePlan | None = None,
     max_bytes_per_s: int = 0,
+    folder: str = "output",
+    still_mine: Callable[[], None] = lambda: None,
 ) -> Sealed:
-    """Verify, remux, render the composite and seal; raises ``SegmentInvalid`` (quarantine)
-    before writing anything if a segment is missing or altered. Blocking: run it in a thread."""
+    """Verify, remux, render the composite and seal into ``rec_dir/folder``; raises
+    ``SegmentInvalid`` (quarantine) before writing anything if a segment is missing or altered.
+    ``still_mine`` raises when the attempt lost its lease: checked before anything is deleted
+    and between files, so a stale attempt stops early. Blocking: run it in a thread."""
     verify_segments(rec_dir, sorted(state.segments.values(), key=lambda s: (s.track_id, s.seq)))
+    still_mine()
     clear_previous(rec_dir)
     staging = rec_dir / f"{STAGING_PREFIX}{secrets.token_hex(6)}"
     staging.mkdir()
     try:
         media: list[MediaFile] = []
         for plan in plans:
+            still_mine()
             path = staging / plan.name
             result = remux(plan, rec_dir, path, max_bytes_per_s=max_bytes_per_s)
             media.append(MediaFile(plan, _sync_digest(path), result.duration_s))
         if composite is not None:
+            still_mine()
             path = staging / composite.name
             result = render(composite, rec_dir, path, max_bytes_per_s=max_bytes_per_s)
             media.append(MediaFile(composite, _sync_digest(path), result.duration_s))
@@ -165,10 +156,22 @@ def build_output(
             staging / SIGNATURE_NAME, signing.sign(signing_key, text).encode()
         )
         fsync_dir(staging)
-        final = output_dir(rec_dir)
+        final = rec_dir / folder
+        still_mine()
         os.rename(staging, final)
         fsync_dir(rec_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Sealed(final, sealed_files(media, sums, manifest, signature))
+
+
+def remove_other_outputs(sealed: Path) -> None:
+    """Once ``sealed`` is the sealed folder: delete the other attempts' finished folders."""
+    if not sealed.parent.is_dir():
+        return
+    for child in sealed.parent.iterdir():
+        other = child.name == "output" or child.name.startswith(ATTEMPT_PREFIX)
+        if other and child != sealed and child.is_dir():
+            log.info("removing an unsealed attempt's output", extra={"folder": child.name})
+            shutil.rmtree(child, ignore_errors=True)

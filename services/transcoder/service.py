@@ -4,20 +4,31 @@ participant and announce it with ``transcode.sealed`` (or ``transcode.quarantine
 Idempotent: a recording that is already sealed or quarantined is skipped; a run killed at any
 point is redone from scratch on redelivery (the output folder only appears, by rename, when it is
 complete, and the sealed event's id is fixed per recording).
+
+Many instances, many machines: an attempt works only while it holds the lease
+``transcode.<rid>`` (``shared.leases``; its ttl is the ack wait), and a live lease elsewhere means
+"retry later". Its result is published only after a fresh renew (``confirm``), and the sealed
+event with ``first_on_subject``: even an attempt paused past its lease between the two cannot
+make a second one. Each attempt writes its own ``output-<attempt>`` folder (see ``.output``), so
+the one that sealed keeps exactly the files its event describes; a loser deletes its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
+import shutil
 import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
-from shared import natsio, service, signing
+from shared import leases, natsio, service, signing
 from shared.backup import UnsafePath, recording_dir
 from shared.backupstore import BackupStoreError, ObjectMissing
 from shared.backupstore.spool import Spool
@@ -26,13 +37,14 @@ from shared.events import AnyEvent, event_id, now
 from shared.events import captures as cap
 from shared.events import recordings as rec
 from shared.events import transcodes as tx
-from shared.natsio import ConsumerSpec, Reject, Retry
+from shared.leases import LeaseHeld, LeaseLost
+from shared.natsio import ConsumerSpec, Reject, Retry, SubjectTaken
 
 from . import metrics
 from .composite import CompositePlan, plan_composite
 from .config import TranscoderConfig
-from .errors import PlanError, RecordingBusy, TranscoderError
-from .output import Sealed, build_output, recording_lock
+from .errors import PlanError, TranscoderError
+from .output import ATTEMPT_PREFIX, Sealed, build_output, remove_other_outputs
 from .plan import OutputOptions, plan_files
 from .state import RecordingCapture, fold, missing_parts
 
@@ -55,6 +67,10 @@ def consumer_spec(config: TranscoderConfig) -> ConsumerSpec:
 
 def sealed_id(recording_id: str) -> str:
     return event_id(recording_id, "sealed")
+
+
+def lease_key(recording_id: str) -> str:
+    return f"transcode.{recording_id}"
 
 
 def quarantined_id(recording_id: str) -> str:
@@ -87,9 +103,11 @@ class Transcoder:
         js: JetStreamContext,
         config: TranscoderConfig,
         signing_key: Ed25519PrivateKey,
+        kv: KeyValue,
         spool: Spool | None = None,
     ) -> None:
         self.js = js
+        self.kv = kv
         self.config = config
         self.signing_key = signing_key
         self.spool = spool  # None or a local store: the backup folder is the store
@@ -114,6 +132,27 @@ class Transcoder:
             rec_dir = recording_dir(self.config.backup_root, event.tenant_id, rid)
         except UnsafePath as exc:
             raise Reject(f"capture.closed names no valid recording folder: {exc}") from None
+        ttl = self.config.transcoder_ack_wait_s
+        try:
+            async with leases.hold(self.kv, lease_key(rid), leases.new_holder(NAME), ttl) as lease:
+                # Checked again under the lease: another instance may have just finished it.
+                if await self.finished(rid) is not None:
+                    return
+                await self.work(event, msg, rec_dir, lease)
+        except LeaseHeld as exc:
+            log.info("busy elsewhere; retrying later", extra={**ids, "holder": exc.holder})
+            metrics.RETRIES.labels(reason="busy").inc()
+            raise Retry(str(exc), min(max(exc.expires_in, 0.5), ttl)) from None
+        except LeaseLost as exc:
+            # Paused or cut off past its lease: another instance has the recording now.
+            log.warning("lease lost; nothing published", extra=ids)
+            metrics.RETRIES.labels(reason="busy").inc()
+            raise Retry(str(exc), ttl) from None
+
+    async def work(
+        self, event: cap.CaptureClosed, msg: Msg, rec_dir: Path, lease: leases.Lease
+    ) -> None:
+        rid = event.recording_id
         history = await natsio.read_subject(self.js, cap.STREAM, cap.STREAM.filter(">", rid))
         state = fold(e for _, e in history)
         attempt = msg.metadata.num_delivered or 1
@@ -129,19 +168,11 @@ class Transcoder:
                 event,
                 f"The capture is incomplete after {attempt} checks ({summary}); "
                 "the backup is kept for inspection.",
+                lease,
             )
             return
         await self.fetch_capture(rec_dir, state)
-        try:
-            with recording_lock(rec_dir):
-                # Checked again under the lock: another instance may have just finished it.
-                if await self.finished(rid) is not None:
-                    return
-                await self.transcode(event, rec_dir, state, attempt)
-        except RecordingBusy as exc:
-            log.info("busy elsewhere; retrying later", extra=ids)
-            metrics.RETRIES.labels(reason="busy").inc()
-            raise Retry(str(exc), self.config.transcoder_ack_wait_s) from None
+        await self.transcode(event, rec_dir, state, attempt, lease)
 
     async def fetch_capture(self, rec_dir: Path, state: RecordingCapture) -> None:
         """Bring every segment from the store (when it is not this folder), each verified."""
@@ -168,8 +199,20 @@ class Transcoder:
         except BackupStoreError as exc:
             raise Retry(f"could not put the output in the backup store: {exc}", 5) from None
 
+    async def discard(self, sealed: Sealed) -> None:
+        """Delete this attempt's own output (here and in the store): it will not be sealed."""
+        await asyncio.to_thread(shutil.rmtree, sealed.output, True)
+        if self.spool is not None and self.spool.remote:
+            with contextlib.suppress(BackupStoreError):
+                await self.spool.store.delete_prefix(self.spool.key(sealed.output))
+
     async def transcode(
-        self, event: cap.CaptureClosed, rec_dir: Path, state: RecordingCapture, attempt: int
+        self,
+        event: cap.CaptureClosed,
+        rec_dir: Path,
+        state: RecordingCapture,
+        attempt: int,
+        lease: leases.Lease,
     ) -> None:
         rid = event.recording_id
         ids = {"recording_id": rid, "tenant_id": event.tenant_id}
@@ -201,10 +244,15 @@ class Transcoder:
                 options=options,
                 composite=composite,
                 max_bytes_per_s=self.config.transcoder_max_write_bytes_per_s,
+                folder=ATTEMPT_PREFIX + secrets.token_hex(6),
+                still_mine=lease.check,
             )
+        except LeaseLost:
+            took("lost")
+            raise
         except TranscoderError as exc:
             took("quarantined")
-            await self.quarantine(event, f"{exc}; the backup is kept for inspection.")
+            await self.quarantine(event, f"{exc}; the backup is kept for inspection.", lease)
             return
         except OSError as exc:
             # Disk full, permissions, I/O errors: nothing is wrong with the capture; try later.
@@ -224,24 +272,38 @@ class Transcoder:
                 event,
                 f"Remuxing failed {attempt} times ({type(exc).__name__}: {exc}); "
                 "the backup is kept for inspection.",
+                lease,
             )
             return
-        await self.keep_output(sealed)
-        if self.spool is not None and self.spool.remote:
-            # Before the event: an uploader on this machine then fetches into an empty folder.
-            await self.spool.drop_local(sealed.output.parent)
         output_rel = sealed.output.relative_to(self.config.backup_root).as_posix()
-        await natsio.publish(
-            self.js,
-            tx.RecordingSealed(
-                event_id=sealed_id(rid),
-                recording_id=rid,
-                tenant_id=event.tenant_id,
-                occurred_at=now(),
-                output_dir=output_rel,
-                files=sealed.files,
-            ),
-        )
+        try:
+            await self.keep_output(sealed)
+            if self.spool is not None and self.spool.remote:
+                # Before the event: an uploader on this machine then fetches into an empty folder.
+                await self.spool.drop_local(sealed.output.parent)
+            await lease.confirm()
+            await natsio.publish(
+                self.js,
+                tx.RecordingSealed(
+                    event_id=sealed_id(rid),
+                    recording_id=rid,
+                    tenant_id=event.tenant_id,
+                    occurred_at=now(),
+                    output_dir=output_rel,
+                    files=sealed.files,
+                ),
+                first_on_subject=True,  # one sealed event per recording, ever
+            )
+        except SubjectTaken:
+            took("lost")
+            log.info("sealed by another attempt; this one's output is dropped", extra=ids)
+            await self.discard(sealed)
+            return
+        except (LeaseLost, Retry) as exc:
+            took("lost" if isinstance(exc, LeaseLost) else "retry")
+            await self.discard(sealed)
+            raise
+        await asyncio.to_thread(remove_other_outputs, sealed.output)
         took("sealed")
         metrics.sealed(sealed.files)
         log.info(
@@ -254,7 +316,8 @@ class Transcoder:
             },
         )
 
-    async def quarantine(self, event: cap.CaptureClosed, reason: str) -> None:
+    async def quarantine(self, event: cap.CaptureClosed, reason: str, lease: leases.Lease) -> None:
+        await lease.confirm()
         await natsio.publish(
             self.js,
             tx.RecordingQuarantined(
@@ -278,7 +341,8 @@ class Transcoder:
 
 async def serve(ctx: service.ServiceContext[TranscoderConfig]) -> None:
     spool = await service.backup_spool(ctx)
-    transcoder = Transcoder(ctx.js, ctx.config, load_signing_key(ctx.config), spool)
+    kv = await leases.ensure_bucket(ctx.js, replicas=ctx.config.stream_replicas)
+    transcoder = Transcoder(ctx.js, ctx.config, load_signing_key(ctx.config), kv, spool)
     ctx.consume(
         consumer_spec(ctx.config),
         transcoder.handle,

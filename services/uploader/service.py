@@ -3,7 +3,8 @@
 Consumers: ``uploader-sealed`` (TRANSCODES, ``transcodes.*.sealed``) and ``uploader-resend``
 (RECORDINGS, ``recordings.*.resend_requested``). One job = one attempt at one destination: it
 announces itself (``upload.attempt_started``), gets a one-shot grant from the vault, uploads and
-confirms every sealed file, then deletes the backup unless the destination keeps it.
+confirms every sealed file, then deletes the backup unless the destination keeps it. Across
+instances a job holds the lease ``upload.<rid>`` (``.claim``) and publishes only while it does.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
-import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
-from shared import natsio, service
+from shared import leases, natsio, service
 from shared.backup import UnsafePath, inside, recording_dir
 from shared.backupstore import BackupStoreError
 from shared.backupstore.spool import Spool
@@ -32,18 +32,18 @@ from shared.events import transcodes as tr_events
 from shared.events import uploads as up_events
 from shared.events.transcodes import RecordingSealed
 from shared.ids import TENANT_ID_RE, is_recording_id, is_safe_name
-from shared.natsio import ConsumerSpec, Reject, Retry
+from shared.leases import Lease
+from shared.natsio import ConsumerSpec, Reject, Retry, SubjectTaken
 from shared.service import ServiceContext
-from shared.vault_rpc import SUBJECT_GET, DestinationQuery, DestinationReply
 
 from . import backend as backends
-from . import metrics, plan
+from . import claim, metrics, plan
 from .config import UploaderConfig
 from .errors import PermanentUploadError, TransientUploadError
-from .grant import REQUESTER, request_grant
+from .grant import request_grant
 from .layout import check_file_name, render_key
 from .plan import Job
-from .purge import Purged, purge_recording
+from .purge import Purged, persists, purge_recording
 from .resume import ResumeStore
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class Uploader:
     cfg: UploaderConfig
     nc: NATS
     js: JetStreamContext
+    kv: KeyValue  # the lease bucket (shared.leases)
     spool: Spool | None = None  # None or a local store: the backup folder is the store
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
@@ -95,12 +96,13 @@ class Uploader:
         return self.cfg.backup_root
 
     @asynccontextmanager
-    async def _recording_lock(self, rid: str) -> AsyncIterator[None]:
-        """One job per recording at a time in this process (a redelivery waits its turn)."""
+    async def _recording_lock(self, rid: str) -> AsyncIterator[Lease]:
+        """One job per recording at a time: in this process (a redelivery waits its turn), and
+        across instances (the lease; ``Retry`` while another instance holds it)."""
         lock = self._locks.setdefault(rid, asyncio.Lock())
         try:
-            async with lock:
-                yield
+            async with lock, claim.claimed(self.kv, rid, self.cfg.upload_ack_wait_s) as lease:
+                yield lease
         finally:
             if not lock.locked() and self._locks.get(rid) is lock:
                 del self._locks[rid]
@@ -111,10 +113,10 @@ class Uploader:
             return
         _check_ids(event.recording_id, event.tenant_id)
         rid = event.recording_id
-        async with self._recording_lock(rid):
+        async with self._recording_lock(rid) as lease:
             done = await natsio.last_event(self.js, up_events.STREAM, f"uploads.{rid}.uploaded")
             if isinstance(done, up_events.RecordingUploaded):
-                await self._finish_purge(done)
+                await self._finish_purge(done, lease)
                 return
             started = await self._started(rid)
             job = Job(
@@ -124,7 +126,7 @@ class Uploader:
                 trigger=plan.SEALED,
                 attempt=msg.metadata.num_delivered,
             )
-            await self._run(job, event, started)
+            await self._run(job, event, started, lease)
 
     async def on_resend(self, event: AnyEvent, msg: Msg) -> None:
         if not isinstance(event, rec_events.ResendRequested):
@@ -134,7 +136,7 @@ class Uploader:
         trigger = "resend-" + (
             event.request_id if is_safe_name(event.request_id) else event_id(event.request_id)[:16]
         )
-        async with self._recording_lock(rid):
+        async with self._recording_lock(rid) as lease:
             history = await natsio.read_subject(
                 self.js, up_events.STREAM, f"uploads.{rid}.uploaded"
             )
@@ -159,6 +161,7 @@ class Uploader:
                     else "nothing to resend: the backup was already deleted after the first "
                     "confirmed upload (set persist_backup on a destination to keep it)"
                 )
+                await lease.confirm()
                 await natsio.publish(self.js, plan.attempt_started(job))
                 await natsio.publish(
                     self.js, plan.failed(job, reason, transient=False, retry=False)
@@ -167,7 +170,7 @@ class Uploader:
                 log.warning("resend refused", extra={"recording_id": rid, "reason": reason})
                 return
             started = await self._started(rid)
-            await self._run(job, sealed, started)
+            await self._run(job, sealed, started, lease)
 
     # -- one job --------------------------------------------------------------------------------
     async def _started(self, rid: str) -> rec_events.RecordingStarted:
@@ -177,19 +180,21 @@ class Uploader:
         return started
 
     async def _run(
-        self, job: Job, sealed: RecordingSealed, started: rec_events.RecordingStarted
+        self, job: Job, sealed: RecordingSealed, started: rec_events.RecordingStarted, lease: Lease
     ) -> None:
         ctx = {"recording_id": job.recording_id, "job_id": job.job_id}
         if job.attempt > self.cfg.upload_max_attempts:
             # Deliveries beyond the limit (crashes mid-job count too): stop here, keep the backup.
+            await lease.confirm()
             await self._give_up(job, "the upload was interrupted too many times", transient=True)
             return
         await natsio.publish(self.js, plan.attempt_started(job))
         log.info("upload attempt started", extra={**ctx, "attempt": job.attempt})
         attempt, t0 = Attempt(), time.monotonic()
         try:
-            persist = await self._deliver(job, sealed, started, attempt)
+            persist = await self._deliver(job, sealed, started, attempt, lease)
         except TransientUploadError as exc:
+            await lease.confirm()  # a job that lost its lease reports nothing
             reason = str(exc)
             metrics.FAILURES.labels(provider=attempt.provider, kind="transient").inc()
             if not plan.will_retry(job.attempt, self.cfg.upload_max_attempts, transient=True):
@@ -203,6 +208,7 @@ class Uploader:
             )
             raise Retry(reason, delay=delay) from None
         except PermanentUploadError as exc:
+            await lease.confirm()
             metrics.FAILURES.labels(provider=attempt.provider, kind="permanent").inc()
             await self._give_up(job, str(exc), transient=False, provider=attempt.provider)
             return
@@ -211,7 +217,7 @@ class Uploader:
         if persist:
             log.info("backup kept (persist_backup)", extra=ctx)
             return
-        await self._purge(job.recording_id, job.tenant_id, job.job_id)
+        await self._purge(job.recording_id, job.tenant_id, job.job_id, lease)
 
     async def _deliver(
         self,
@@ -219,6 +225,7 @@ class Uploader:
         sealed: RecordingSealed,
         started: rec_events.RecordingStarted,
         attempt: Attempt,
+        lease: Lease,
     ) -> bool:
         """Upload and confirm every sealed file; publish what was confirmed. Returns whether
         the destination keeps the backup (persist_backup)."""
@@ -244,6 +251,7 @@ class Uploader:
             try:
                 remote: list[up_events.RemoteFile] = []
                 for f in sealed.files:
+                    lease.check()  # a job paused past its lease stops here
                     local = self._local_file(output, f.name)
                     key = render_key(
                         config.get("key_template"),
@@ -267,6 +275,7 @@ class Uploader:
                 await store.close()
         finally:
             material.wipe()
+        await lease.confirm()
         await natsio.publish(self.js, plan.uploaded(job, remote))
         log.info(
             "recording uploaded", extra={"recording_id": job.recording_id, "files": len(remote)}
@@ -333,7 +342,8 @@ class Uploader:
             extra={"recording_id": job.recording_id, "job_id": job.job_id, "reason": kept},
         )
 
-    async def _purge(self, rid: str, tenant_id: str, job_id: str) -> None:
+    async def _purge(self, rid: str, tenant_id: str, job_id: str, lease: Lease) -> None:
+        await lease.confirm()
         purged = await asyncio.to_thread(purge_recording, self.root, tenant_id, rid)
         if self.remote:
             assert self.spool is not None
@@ -343,50 +353,26 @@ class Uploader:
         if purged.files:
             metrics.PURGES.inc()
             metrics.PURGED_BYTES.inc(purged.bytes_freed)
-        await natsio.publish(
-            self.js, plan.backup_purged(rid, tenant_id, job_id, purged.bytes_freed, purged.files)
-        )
+        event = plan.backup_purged(rid, tenant_id, job_id, purged.bytes_freed, purged.files)
+        try:
+            await natsio.publish(self.js, event, first_on_subject=True)  # once per recording
+        except SubjectTaken:
+            log.info("backup purged already", extra={"recording_id": rid})
+            return
         log.info(
             "backup purged",
             extra={"recording_id": rid, "bytes_freed": purged.bytes_freed, "files": purged.files},
         )
 
-    async def _finish_purge(self, done: up_events.RecordingUploaded) -> None:
+    async def _finish_purge(self, done: up_events.RecordingUploaded, lease: Lease) -> None:
         """Uploaded already (a redelivery, maybe after a crash): make sure the purge happened."""
         rid = done.recording_id
         purged = await natsio.last_event(self.js, up_events.STREAM, f"uploads.{rid}.backup_purged")
         if purged is not None:
             return
-        if await self._persists(done.tenant_id, done.destination_id):
+        if await persists(self.nc, self.cfg, done.tenant_id, done.destination_id):
             return
-        await self._purge(rid, done.tenant_id, done.job_id)
-
-    async def _persists(self, tenant_id: str, destination_id: str) -> bool:
-        """The destination's persist_backup, from its public view (no grant needed)."""
-        query = DestinationQuery(tenant_id=tenant_id, destination_id=destination_id)
-        try:
-            msg = await self.nc.request(
-                SUBJECT_GET,
-                msgspec.json.encode(query),
-                timeout=self.cfg.upload_grant_timeout_s,
-                headers=REQUESTER,
-            )
-            reply = msgspec.json.decode(msg.data, type=DestinationReply)
-        except (
-            nats.errors.TimeoutError,
-            nats.errors.NoRespondersError,
-            msgspec.ValidationError,
-            msgspec.DecodeError,
-        ):
-            raise Retry("the credential vault did not answer; purge later", delay=5) from None
-        if reply.destination is None:
-            # Deleted destination: we cannot know its choice; keeping the backup is the safe one.
-            log.warning(
-                "destination gone; backup kept",
-                extra={"tenant_id": tenant_id, "destination_id": destination_id},
-            )
-            return True
-        return reply.destination.config.get("persist_backup") is True
+        await self._purge(rid, done.tenant_id, done.job_id, lease)
 
 
 def _check_ids(recording_id: str, tenant_id: str) -> None:
@@ -397,7 +383,8 @@ def _check_ids(recording_id: str, tenant_id: str) -> None:
 async def serve(ctx: ServiceContext[UploaderConfig]) -> None:
     cfg = ctx.config
     spool = await service.backup_spool(ctx)
-    uploader = Uploader(cfg=cfg, nc=ctx.nc, js=ctx.js, spool=spool)
+    kv = await leases.ensure_bucket(ctx.js, replicas=ctx.config.stream_replicas)
+    uploader = Uploader(cfg=cfg, nc=ctx.nc, js=ctx.js, kv=kv, spool=spool)
     ctx.consume(sealed_consumer(cfg), uploader.on_sealed, concurrency=cfg.upload_concurrency)
     ctx.consume(resend_consumer(cfg), uploader.on_resend, concurrency=cfg.upload_concurrency)
     log.info(

@@ -70,4 +70,9 @@ async def test_sealed_and_quarantined_are_counted(
 
     status, state = await asyncio.to_thread(scrape.readiness, base)
     assert status == 200, state
-    assert state["checks"] == {"nats": "ok", "started": "ok", "consumer transcoder": "ok"}
+    assert state["checks"] == {
+        "nats": "ok",
+        "started": "ok",
+        "consumer transcoder": "ok",
+        "backup store": "ok",
+    }

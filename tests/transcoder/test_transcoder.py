@@ -38,7 +38,9 @@ def check_output(
 ) -> Path:
     """Every property a recipient relies on; returns the output folder."""
     out = capture.backup_root / sealed.output_dir
-    assert out == capture.rec_dir / "output"
+    # Each attempt seals its own folder; only the sealed one is left.
+    assert out.parent == capture.rec_dir and out.name.startswith("output-")
+    assert [p.name for p in capture.rec_dir.glob("output*")] == [out.name]
     everything = [f for f in sealed.files if f.role == "media"]
     (composite,) = [f for f in everything if not f.participant_id]
     media = [f for f in everything if f.participant_id]
@@ -139,7 +141,7 @@ async def test_two_participants_are_sealed_into_verified_files(
     await publish_capture(js, capture)
     sealed = await wait_event(js, "sealed", capture.recording_id, explain=transcoders.log_tail)
     assert isinstance(sealed, tx.RecordingSealed)
-    assert sealed.output_dir == f"{capture.tenant_id}/{capture.recording_id}/output"
+    assert sealed.output_dir.startswith(f"{capture.tenant_id}/{capture.recording_id}/output-")
     check_output(capture, sealed, tolerance=0.10, data_dir=transcoders.data_dir)
     # The capture is kept (the uploader purges the backup), and no staging folder is left.
     assert all(capture.segment_path(s).is_file() for s in capture.segments)
@@ -165,7 +167,7 @@ async def test_tampered_segment_is_quarantined_and_backup_kept(
     assert victim.path in event.reason and "SHA-256" in event.reason
     assert await transcode_events(js, capture.recording_id, "sealed") == []
     assert all(capture.segment_path(s).is_file() for s in capture.segments)
-    assert not (capture.rec_dir / "output").exists()
+    assert not list(capture.rec_dir.glob("output-*"))
     assert not list(capture.rec_dir.glob("output.tmp-*"))
 
 
@@ -207,7 +209,7 @@ async def test_segment_event_that_never_comes_quarantines(
     assert "incomplete" in event.reason
     n = capture.closed.segments
     assert f"{n - 1} of {n} capture segments" in event.reason
-    assert not (capture.rec_dir / "output").exists()
+    assert not list(capture.rec_dir.glob("output-*"))
 
 
 async def test_reconnect_keeps_the_gap_and_timestamps_increase(
@@ -256,7 +258,7 @@ async def test_killed_mid_file_restarts_and_seals_exactly_once(
     assert staging_file is not None, transcoders.log_tail()
     first.kill()
     # Killed inside the first file: nothing sealed, no output folder, a staging folder left.
-    assert not (capture.rec_dir / "output").exists()
+    assert not list(capture.rec_dir.glob("output-*"))
     assert staging_file.parent.exists()
     assert await transcode_events(js, capture.recording_id) == []
 
@@ -309,7 +311,7 @@ async def test_recording_without_media_is_quarantined(
     await publish_capture(js, capture, events=[*kept, closed])
     event = await wait_event(js, "quarantined", capture.recording_id, explain=transcoders.log_tail)
     assert "nothing was captured" in event.reason
-    assert not (capture.rec_dir / "output").exists()
+    assert not list(capture.rec_dir.glob("output-*"))
 
 
 async def test_destination_asking_for_mp4_gets_mp4(
