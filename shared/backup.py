@@ -1,7 +1,7 @@
 """The temporary backup store's layout: one folder per recording, nothing outside it.
 
     <root>/<tenant_id>/<recording_id>/capture/<participant_id>/<track_id>/<seq>.rgc
-    <root>/<tenant_id>/<recording_id>/output/<file>
+    <root>/<tenant_id>/<recording_id>/output-<attempt>/<file>   (the sealed event names it)
 
 Every path is built from validated ids and checked to stay under the recording's folder, so no
 id or name from outside can reach another recording's files.

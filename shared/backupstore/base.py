@@ -3,7 +3,7 @@
 Keys are relative POSIX paths in the layout of ``shared/backup.py``:
 
     <tenant_id>/<recording_id>/capture/<participant_id>/<track_id>/<seq>.rgc
-    <tenant_id>/<recording_id>/output/<file>
+    <tenant_id>/<recording_id>/output-<attempt>/<file>   (the transcoder's, per attempt)
 
 The store itself only insists that a key is a plain path of safe segments (so that neither a
 folder nor an object store can be escaped or confused), not on this layout: the builders below
