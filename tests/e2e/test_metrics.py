@@ -27,9 +27,15 @@ PROJECTED = ("RECORDINGS", "CAPTURES", "TRANSCODES", "UPLOADS", "VAULT")
 CHECKS = {
     "api": {"nats", "started", "database", "projectors", "https"},
     "credentials": {"nats", "started", "database", "rpc"},
-    "proxy": {"nats", "started", "whip", "consumer proxy-stop"},
-    "transcoder": {"nats", "started", "consumer transcoder"},
-    "uploader": {"nats", "started", "consumer uploader-sealed", "consumer uploader-resend"},
+    "proxy": {"nats", "started", "backup store", "whip", "consumer proxy-stop"},
+    "transcoder": {"nats", "started", "backup store", "consumer transcoder"},
+    "uploader": {
+        "nats",
+        "started",
+        "backup store",
+        "consumer uploader-sealed",
+        "consumer uploader-resend",
+    },
 }
 
 

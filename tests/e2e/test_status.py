@@ -49,7 +49,8 @@ def test_status_reports_every_part_and_fails_when_one_is_unhealthy(tmp_path: Pat
             assert service["restarts"] == 0 and service["uptime_s"] >= 0
             assert service["checks"]["nats"] == "ok"
         assert services["transcoder"]["checks"]["consumer transcoder"] == "ok"
-        assert {s["name"] for s in report["nats"]["streams"]} == {s.name for s in STREAMS}
+        streams = {s["name"] for s in report["nats"]["streams"]}
+        assert streams == {s.name for s in STREAMS} | {"KV_LEASES"}  # leases: shared.leases
         durables = {c["name"]: c for c in report["nats"]["consumers"]}
         assert {"transcoder", "proxy-stop", "uploader-sealed", "uploader-resend"} <= set(durables)
         assert report["dead_letters"] == 0
