@@ -37,6 +37,7 @@ async def test_live_publishers_and_what_they_captured(js: JetStreamContext, prox
     assert state["checks"] == {
         "nats": "ok",
         "started": "ok",
+        "backup store": "ok",
         "whip": "ok",
         "consumer proxy-stop": "ok",
     }
