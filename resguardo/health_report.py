@@ -235,7 +235,8 @@ async def gather(
             )
         report["nats"] = await nats_report(nats_url, nats_user, nats_password)
     except Exception as exc:
-        report["nats"] = {"connected": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        error = redact_text(f"{type(exc).__name__}: {exc}")[:300]  # may quote a login URL
+        report["nats"] = {"connected": False, "error": error}
     report["nats"] |= {
         k: v for k, v in supervisor.get("nats", {}).items() if k in ("pid", "embedded")
     }

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from shared.embedded import free_port, python_env, wait_for_port
+from shared.procs import die_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,6 +47,7 @@ def moto_s3(log_dir: Path) -> Iterator[MotoS3]:
         stdout=log,
         stderr=log,
         env=python_env(),
+        preexec_fn=die_with_parent(),  # a killed pytest leaves no server behind
     )
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
@@ -75,6 +77,7 @@ class ServiceProcess:
             env=env,
             stdout=self._log,
             stderr=self._log,
+            preexec_fn=die_with_parent(),  # a killed pytest leaves no service behind
         )
         return self
 
