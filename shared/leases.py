@@ -101,19 +101,18 @@ async def ensure_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
         ttl=BUCKET_MAX_AGE_S,
         replicas=replicas,
     )
-    for attempt in range(20):
+
+    async def declare() -> KeyValue:
         try:
-            try:
-                return await js.key_value(BUCKET)
-            except nats.js.errors.BucketNotFoundError:
-                pass
-            try:
-                return await js.create_key_value(config)
-            except nats.js.errors.BadRequestError:  # created by another process meanwhile
-                return await js.key_value(BUCKET)
-        except natsio.TRANSIENT_JS_ERRORS:
-            await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
-    raise RuntimeError(f"could not declare the KV bucket {BUCKET}; check that JetStream is enabled")
+            return await js.key_value(BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            pass
+        try:
+            return await js.create_key_value(config)
+        except nats.js.errors.BadRequestError:  # created by another process meanwhile
+            return await js.key_value(BUCKET)
+
+    return await natsio.declare_with_retries(declare, f"the KV bucket {BUCKET}")
 
 
 class Lease:

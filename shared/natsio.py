@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import nats
@@ -29,6 +29,7 @@ from .events import STREAMS, AnyEvent, Event, StreamSpec, decode, encode, stream
 from .events import deadletter as dl
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DUPLICATE_WINDOW_S = 3600.0  # Nats-Msg-Id dedup horizon; state checks on consume cover the rest
 
@@ -113,19 +114,27 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 
         allow_direct=True,
         num_replicas=replicas,
     )
+
+    async def declare() -> None:
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            current = await js.stream_info(spec.name)
+            config.num_replicas = max(replicas, current.config.num_replicas or 1)
+            await js.update_stream(config)
+
+    await declare_with_retries(declare, f"stream {spec.name}")
+
+
+async def declare_with_retries(declare: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run a JetStream declaration, retrying what a restart or leader election causes (calls
+    time out or find no leader for a while); one sentence if JetStream never answers."""
     for attempt in range(20):
         try:
-            try:
-                await js.add_stream(config)
-            except BadRequestError:
-                current = await js.stream_info(spec.name)
-                config.num_replicas = max(replicas, current.config.num_replicas or 1)
-                await js.update_stream(config)
-            return
+            return await declare()
         except TRANSIENT_JS_ERRORS:
-            # JetStream API calls can time out right after a restart or leader change.
             await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
-    raise RuntimeError(f"could not declare stream {spec.name}; check that JetStream is enabled")
+    raise RuntimeError(f"could not declare {what}; check that JetStream is enabled")
 
 
 async def ensure_streams(
