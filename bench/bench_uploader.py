@@ -159,7 +159,7 @@ async def upload_once(path: Path, sha: str, url: str, bucket: str = "bench") -> 
 async def _read_hash_only(path: Path, sha: str) -> None:
     from isal.isal_zlib import crc32
 
-    from services.uploader.backend import Buffers, LocalReader
+    from services.uploader.source import Buffers, LocalReader
 
     # The read path S3Backend.upload uses: into reused part buffers, off the event loop.
     buffers = Buffers(PART, CONCURRENCY + 1)
@@ -208,7 +208,7 @@ def _floor(path: Path, port: int) -> None:
 
     from isal.isal_zlib import crc32
 
-    from services.uploader.backend import STEP
+    from services.uploader.source import STEP
 
     size = path.stat().st_size
     view = memoryview(bytearray(PART))

@@ -44,9 +44,10 @@ from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRet
 from shared.events.transcodes import SealedFile
 from shared.events.uploads import RemoteFile
 
-from .backend import LocalReader, Readback, check_local, verify_mode
+from .confirm import Readback, verify_mode
 from .errors import PermanentUploadError, TransientUploadError, UploadError
 from .resume import ResumeSlot
+from .source import Source, as_source
 
 log = logging.getLogger(__name__)
 # The SDK logs every request and response at INFO (URLs with container and key names): keep it to
@@ -173,22 +174,23 @@ class AzureBackend:
             await self._service.close()
 
     async def upload(
-        self, local: Path, key: str, sealed: SealedFile, slot: ResumeSlot
+        self, source: Source | Path, key: str, sealed: SealedFile, slot: ResumeSlot
     ) -> RemoteFile:
-        check_local(local, sealed)
+        local = as_source(source, sealed)
+        await local.check()
         blob = self._container.get_blob_client(key)
         name = sealed.name
-        state = slot.load(STATE_KIND)
+        state = await slot.load(STATE_KIND)
         block_size = self.block_size
         if state and state.get("container") == self.container_name and state.get("key") == key:
             block_size = int(state["block_size"])
         else:
-            slot.save(
+            await slot.save(
                 STATE_KIND,
                 {"container": self.container_name, "key": key, "block_size": block_size},
             )
         staged = await self._uncommitted(blob, name)
-        reader = LocalReader(local, sealed, block_size)
+        reader = local.reader(block_size)
         blocks: list[tuple[str, int]] = []
         md5s: list[bytes] = []
         skipped = 0
@@ -224,7 +226,7 @@ class AzureBackend:
         await self._confirm(blob, sealed, blocks)
         if self.verify == "readback":
             await self._readback(blob, sealed)
-        slot.clear()
+        await slot.clear()
         composite = hashlib.md5(b"".join(md5s), usedforsecurity=False).digest()
         return RemoteFile(
             name=name,

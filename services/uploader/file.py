@@ -20,9 +20,9 @@ from shared.events.transcodes import SealedFile
 from shared.events.uploads import RemoteFile
 from shared.integrity import digest_file
 
-from .backend import LocalReader, check_local
 from .errors import PermanentUploadError, TransientUploadError
 from .resume import ResumeSlot
+from .source import Source, as_source
 
 CHUNK = 1 << 20
 _PERMANENT_ERRNO = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
@@ -79,9 +79,10 @@ class FileBackend:
             raise TransientUploadError(f"{what}; it will be retried") from None
 
     async def upload(
-        self, local: Path, key: str, sealed: SealedFile, slot: ResumeSlot
+        self, source: Source | Path, key: str, sealed: SealedFile, slot: ResumeSlot
     ) -> RemoteFile:
-        check_local(local, sealed)
+        local = as_source(source, sealed)
+        await local.check()
         if not self.root.is_absolute():
             raise PermanentUploadError(
                 "the file destination's path must be absolute; fix the destination"
@@ -96,7 +97,7 @@ class FileBackend:
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
         try:
             await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
-            reader = LocalReader(local, sealed, CHUNK)
+            reader = local.reader(CHUNK)
             fh = await asyncio.to_thread(tmp.open, "wb")
             try:
                 async for chunk in reader.chunks():

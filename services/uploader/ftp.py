@@ -33,10 +33,11 @@ import aioftp
 from shared.events.transcodes import SealedFile
 from shared.events.uploads import RemoteFile
 
-from .backend import LocalReader, Readback, check_local, verify_mode
+from .confirm import Readback, verify_mode
 from .errors import PermanentUploadError, TransientUploadError, UploadError
 from .layout import unsafe_segment
 from .resume import ResumeSlot
+from .source import Source, as_source
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +174,10 @@ class FTPBackend:
         return self.verify or ("checksum" if self._hash else "readback")
 
     async def upload(
-        self, local: Path, key: str, sealed: SealedFile, slot: ResumeSlot
+        self, source: Source | Path, key: str, sealed: SealedFile, slot: ResumeSlot
     ) -> RemoteFile:
-        check_local(local, sealed)
+        local = as_source(source, sealed)
+        await local.check()
         name = sealed.name
         try:
             return await self._upload(local, key, sealed, slot)
@@ -189,13 +191,13 @@ class FTPBackend:
             raise classify(exc, "upload", name) from None
 
     async def _upload(
-        self, local: Path, key: str, sealed: SealedFile, slot: ResumeSlot
+        self, local: Source, key: str, sealed: SealedFile, slot: ResumeSlot
     ) -> RemoteFile:
         name = sealed.name
         client = await self._connect(name)
         mode = self._mode()
         final = self.directory / key
-        state = slot.load(STATE_KIND)
+        state = await slot.load(STATE_KIND)
         temp: PurePosixPath | None = None
         offset = 0
         if state and state.get("final") == str(final):
@@ -208,13 +210,13 @@ class FTPBackend:
         if temp is None:
             await self._make_folder(client, final.parent, name)
             temp = final.with_name(f".{final.name}.{secrets.token_hex(6)}.part")
-            slot.save(STATE_KIND, {"final": str(final), "temp": str(temp)})
+            await slot.save(STATE_KIND, {"final": str(final), "temp": str(temp)})
         elif offset:
             log.info("resuming an FTP upload", extra={"file": name, "bytes_held": offset})
         await self._send(client, local, temp, offset, sealed)
         size = await self._size(client, temp, name)
         if size != sealed.size:
-            slot.clear()
+            await slot.clear()
             raise TransientUploadError(
                 f"the FTP server holds {name} at another size than was sent; it will be sent again"
             )
@@ -225,7 +227,7 @@ class FTPBackend:
                 await self._readback(client, temp, sealed)
         except TransientUploadError:
             # A damaged copy is never resumed: the next attempt starts from its first byte.
-            slot.clear()
+            await slot.clear()
             with contextlib.suppress(Exception):
                 await client.remove_file(temp)
             raise
@@ -235,7 +237,7 @@ class FTPBackend:
                 f"the FTP server reports {name} at another size after renaming it; "
                 "it will be sent again"
             )
-        slot.clear()
+        await slot.clear()
         port = "" if self.port == (990 if self.tls == "implicit" else 21) else f":{self.port}"
         return RemoteFile(
             name=name,
@@ -314,13 +316,13 @@ class FTPBackend:
     async def _send(
         self,
         client: aioftp.Client,
-        local: Path,
+        local: Source,
         temp: PurePosixPath,
         offset: int,
         sealed: SealedFile,
     ) -> None:
         """STOR (or REST + STOR) what the server lacks; the SHA-256 covers the whole file."""
-        reader = LocalReader(local, sealed, CHUNK)
+        reader = local.reader(CHUNK)
         pos = 0
         stream = await self._call(
             "start sending", sealed.name, client.upload_stream(temp, offset=offset)

@@ -40,9 +40,10 @@ from gcloud.aio.storage import Storage
 from shared.events.transcodes import SealedFile
 from shared.events.uploads import RemoteFile
 
-from .backend import LocalReader, Readback, check_local, verify_mode
+from .confirm import Readback, verify_mode
 from .errors import PermanentUploadError, TransientUploadError, UploadError
 from .resume import ResumeSlot
+from .source import Source, as_source
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +159,10 @@ class GCSBackend:
 
     # -- upload ---------------------------------------------------------------------------------
     async def upload(
-        self, local: Path, key: str, sealed: SealedFile, slot: ResumeSlot
+        self, source: Source | Path, key: str, sealed: SealedFile, slot: ResumeSlot
     ) -> RemoteFile:
-        check_local(local, sealed)
+        local = as_source(source, sealed)
+        await local.check()
         session, _ = self._open()
         sent: tuple[dict[str, Any] | None, str] | None = None
         for _ in range(2):  # a second time only if the kept session turned out to be gone
@@ -169,7 +171,7 @@ class GCSBackend:
                 sent = await self._send(session, uri, offset, local, sealed)
                 break
             except SessionGone:
-                slot.clear()
+                await slot.clear()
                 log.info("resumable session gone; starting a new one", extra={"file": sealed.name})
         if sent is None:
             raise TransientUploadError(
@@ -182,9 +184,9 @@ class GCSBackend:
             if self.verify == "readback":
                 await self._readback(key, sealed)
         except TransientUploadError:
-            slot.clear()  # the session made a bad object: the next attempt starts a new one
+            await slot.clear()  # the session made a bad object: the next attempt starts a new one
             raise
-        slot.clear()
+        await slot.clear()
         return RemoteFile(
             name=sealed.name,
             uri=f"gs://{self.bucket}/{key}",
@@ -198,13 +200,13 @@ class GCSBackend:
         self, session: aiohttp.ClientSession, key: str, sealed: SealedFile, slot: ResumeSlot
     ) -> tuple[str, int]:
         """A session URI and how many bytes it already holds (-1: already complete)."""
-        state = slot.load(STATE_KIND)
+        state = await slot.load(STATE_KIND)
         if state and state.get("bucket") == self.bucket and state.get("key") == key:
             uri = str(state["uri"])
             try:
                 held = await self._held(session, uri, sealed)
             except SessionGone:
-                slot.clear()
+                await slot.clear()
             else:
                 if held:
                     log.info(
@@ -213,7 +215,7 @@ class GCSBackend:
                     )
                 return uri, held
         uri = await self._initiate(session, key, sealed)
-        slot.save(STATE_KIND, {"bucket": self.bucket, "key": key, "uri": uri})
+        await slot.save(STATE_KIND, {"bucket": self.bucket, "key": key, "uri": uri})
         return uri, 0
 
     async def _initiate(self, session: aiohttp.ClientSession, key: str, sealed: SealedFile) -> str:
@@ -281,13 +283,13 @@ class GCSBackend:
         session: aiohttp.ClientSession,
         uri: str,
         offset: int,
-        local: Path,
+        local: Source,
         sealed: SealedFile,
     ) -> tuple[dict[str, Any] | None, str]:
         """Send what the session lacks and finish it: (the object resource GCS answered with,
         our CRC32C). The whole file is read (SHA-256 and CRC32C cover every byte); bytes the
         session already holds are hashed, not sent. ``offset`` -1: the session is complete."""
-        reader = LocalReader(local, sealed, self.chunk)
+        reader = local.reader(self.chunk)
         running = [0]
 
         def crc_so_far(data: bytes) -> int:

@@ -62,10 +62,11 @@ from isal.isal_zlib import crc32
 from shared.events.transcodes import SealedFile
 from shared.events.uploads import RemoteFile
 
-from .backend import Buffers, LocalReader, Readback, check_local, verify_mode
+from .confirm import Readback, verify_mode
 from .errors import PermanentUploadError, TransientUploadError, UploadError
 from .partbody import PartBody
 from .resume import ResumeSlot
+from .source import Buffers, Source, as_source
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -304,9 +305,10 @@ class S3Backend:
             raise classify(exc, action, name) from None
 
     async def upload(
-        self, local: Path, key: str, sealed: SealedFile, slot: ResumeSlot
+        self, source: Source | Path, key: str, sealed: SealedFile, slot: ResumeSlot
     ) -> RemoteFile:
-        check_local(local, sealed)
+        local = as_source(source, sealed)
+        await local.check()
         client = await self._c()
         if sealed.size < self.part_size:
             await self._abort_stale(client, key, sealed.name, keep=None)
@@ -314,7 +316,7 @@ class S3Backend:
         else:
             checksum = await self._multipart(client, local, key, sealed, slot)
         stored = await self._confirm(client, key, sealed, checksum)
-        slot.clear()
+        await slot.clear()
         return RemoteFile(
             name=sealed.name,
             uri=f"s3://{self.bucket}/{key}",
@@ -382,9 +384,9 @@ class S3Backend:
             if not marker:
                 return held
 
-    async def _put(self, client: Any, local: Path, key: str, sealed: SealedFile) -> str:
+    async def _put(self, client: Any, local: Source, key: str, sealed: SealedFile) -> str:
         # Smaller than one part, so one chunk: hashed and checksummed in the same read.
-        reader = LocalReader(local, sealed, self.part_size)
+        reader = local.reader(self.part_size)
         fn: Any = _md5 if self.checksum == "md5" else crc32
         read = [item async for item in reader.chunks_with(fn)]
         reader.verify()  # before a single byte is sent (a file that grew past a part fails here)
@@ -407,12 +409,12 @@ class S3Backend:
         return checksum
 
     async def _multipart(
-        self, client: Any, local: Path, key: str, sealed: SealedFile, slot: ResumeSlot
+        self, client: Any, local: Source, key: str, sealed: SealedFile, slot: ResumeSlot
     ) -> str:
         part_size = self.part_size
         upload_id: str | None = None
         held: dict[int, dict[str, Any]] = {}
-        state = slot.load(STATE_KIND)
+        state = await slot.load(STATE_KIND)
         if (
             state
             and state.get("bucket") == self.bucket
@@ -439,7 +441,7 @@ class S3Backend:
                 ),
             )
             upload_id = str(created["UploadId"])
-            slot.save(
+            await slot.save(
                 STATE_KIND,
                 {
                     "bucket": self.bucket,
@@ -457,7 +459,7 @@ class S3Backend:
         completed = False
         keep_open = True
         try:
-            reader = LocalReader(local, sealed, part_size)
+            reader = local.reader(part_size)
             parts: list[dict[str, Any]] = []
             sums: list[Any] = []  # each part's CRC-32 (int) or MD5 (raw bytes)
             skipped = 0
@@ -534,7 +536,7 @@ class S3Backend:
             raise
         finally:
             if not completed and not keep_open:
-                slot.clear()
+                await slot.clear()
                 with contextlib.suppress(Exception):
                     await asyncio.shield(
                         client.abort_multipart_upload(

@@ -30,7 +30,7 @@ from shared.events import AnyEvent, event_id
 from shared.events import recordings as rec_events
 from shared.events import transcodes as tr_events
 from shared.events import uploads as up_events
-from shared.events.transcodes import RecordingSealed
+from shared.events.transcodes import RecordingSealed, SealedFile
 from shared.ids import TENANT_ID_RE, is_recording_id, is_safe_name
 from shared.leases import Lease
 from shared.natsio import ConsumerSpec, Reject, Retry, SubjectTaken
@@ -45,6 +45,7 @@ from .layout import check_file_name, render_key
 from .plan import Job
 from .purge import Purged, persists, purge_recording
 from .resume import ResumeStore
+from .source import LocalSource, Source, StoreSource
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +231,6 @@ class Uploader:
         """Upload and confirm every sealed file; publish what was confirmed. Returns whether
         the destination keeps the backup (persist_backup)."""
         output = self._output_dir(sealed)
-        await self._fetch_output(output, sealed)
         material = await request_grant(
             self.nc,
             job_id=job.job_id,
@@ -247,12 +247,12 @@ class Uploader:
                 part_size=self.cfg.upload_part_size,
                 part_concurrency=self.cfg.upload_part_concurrency,
             )
-            resume = ResumeStore(recording_dir(self.root, job.tenant_id, job.recording_id))
+            resume = self._resume_store(job)
             try:
                 remote: list[up_events.RemoteFile] = []
                 for f in sealed.files:
                     lease.check()  # a job paused past its lease stops here
-                    local = self._local_file(output, f.name)
+                    source = self._source(output, f)
                     key = render_key(
                         config.get("key_template"),
                         prefix=config.get("prefix"),
@@ -262,7 +262,7 @@ class Uploader:
                         file_name=f.name,
                     )
                     slot = resume.slot(job.destination_id, key, f)
-                    rf = await store.upload(local, key, f, slot)
+                    rf = await store.upload(source, key, f, slot)
                     metrics.FILES.labels(provider=attempt.provider).inc()
                     metrics.BYTES.labels(provider=attempt.provider).inc(rf.size)
                     await natsio.publish(self.js, plan.file_uploaded(job, rf))
@@ -293,21 +293,21 @@ class Uploader:
         except BackupStoreError as exc:
             raise Retry(f"the backup store did not answer: {exc}", delay=5) from None
 
-    async def _fetch_output(self, output: Path, sealed: RecordingSealed) -> None:
-        """With an object store: this machine gets the sealed files first, each verified."""
+    def _resume_store(self, job: Job) -> ResumeStore:
+        rec = recording_dir(self.root, job.tenant_id, job.recording_id)
         if not self.remote:
-            return
+            return ResumeStore(rec)
+        assert self.spool is not None  # in the store: any instance resumes what another began
+        return ResumeStore(None, store=self.spool.store, key=self.spool.key(rec))
+
+    def _source(self, output: Path, sealed_file: SealedFile) -> Source:
+        """Where the file is read from: this folder, or (with an object store) the store itself,
+        streamed to the destination without a local copy."""
+        local = self._local_file(output, sealed_file.name)
+        if not self.remote:
+            return LocalSource(local, sealed_file)
         assert self.spool is not None
-        try:
-            await self.spool.fetch_all(
-                (self._local_file(output, f.name), f.sha256) for f in sealed.files
-            )
-        except BackupStoreError as exc:
-            if exc.transient:
-                raise TransientUploadError(f"the backup store did not answer: {exc}") from None
-            raise PermanentUploadError(
-                f"the backup in the store cannot be used: {exc}; the recording was not sent"
-            ) from None
+        return StoreSource(self.spool.store, self.spool.key(local), sealed_file)
 
     def _output_dir(self, sealed: RecordingSealed) -> Path:
         rec = recording_dir(self.root, sealed.tenant_id, sealed.recording_id)

@@ -26,6 +26,7 @@ from isal.isal_zlib import crc32
 
 from ..backup import segment_name
 from ..ids import TENANT_ID_RE, is_recording_id, is_safe_name
+from .blocking import BlockingRead
 from .errors import UnsafeKey
 
 MiB = 1024 * 1024
@@ -88,6 +89,13 @@ class BackupStore(Protocol):
     def open_read(self, key: str, *, start: int = 0) -> AsyncIterator[bytes]:
         """Stream the object from byte ``start`` (to resume a copy). ``start`` equal to the size
         yields nothing; beyond it is an error. Errors arrive with the first chunk."""
+        ...
+
+    async def open_blocking(self, key: str, *, start: int = 0) -> BlockingRead:
+        """The object from byte ``start`` as a blocking binary reader (``readinto``, ``read``,
+        ``close``) for a worker thread: the cheapest way to stream a large object into buffers
+        of the caller's. Its reads raise ``StoreUnavailable`` (or ``OSError``) if the stream
+        breaks; open again from where it stopped."""
         ...
 
     async def read_bytes(self, key: str) -> bytes:

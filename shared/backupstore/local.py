@@ -31,11 +31,12 @@ import stat as statmod
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from ..backup import UnsafePath, inside
 from ..integrity import CHUNK, Digest
 from .base import StoredObject, b64_crc32, check_key, check_prefix, tally
+from .blocking import BlockingRead
 from .errors import (
     BackupStoreError,
     ChecksumMismatch,
@@ -208,6 +209,12 @@ class LocalBackupStore:
                 yield chunk
         finally:
             fh.close()
+
+    async def open_blocking(self, key: str, *, start: int = 0) -> BlockingRead:
+        if start < 0:
+            raise ValueError("start must not be negative")
+        fh = await asyncio.to_thread(self._open_at, key, self._path(key), start)
+        return cast(BlockingRead, fh)  # a file opened "rb" reads into buffers as it should
 
     def _open_at(self, key: str, path: Path, start: int) -> BinaryIO:
         try:

@@ -14,6 +14,7 @@ import asyncio
 import builtins
 import contextlib
 import hashlib
+import io
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from botocore.exceptions import ClientError
 from isal.isal_zlib import crc32 as crc32_of
 
 from ..integrity import CHUNK
+from . import blocking
 from .base import (
     DEFAULT_PART_SIZE,
     MIN_PART_SIZE,
@@ -33,6 +35,7 @@ from .base import (
     same_crc32,
     tally,
 )
+from .blocking import BlockingRead
 from .errors import (
     BackupStoreError,
     ChecksumMismatch,
@@ -75,6 +78,7 @@ class S3BackupStore:
         self.endpoint = endpoint
         self.part_size = part_size
         self.check_timeout = check_timeout
+        self.read_timeout = read_timeout
         self.page_size = page_size
         self.delete_batch = min(delete_batch, 1000)  # DeleteObjects' limit
         self._b = Bucket(
@@ -186,6 +190,33 @@ class S3BackupStore:
                 if not chunk:
                     return
                 yield chunk
+
+    async def open_blocking(self, key: str, *, start: int = 0) -> BlockingRead:
+        if start < 0:
+            raise ValueError("start must not be negative")
+        check_key(key)
+        client = await self._b.client()
+        try:
+            url = await client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self._b.full(key)},
+                ExpiresIn=blocking.PRESIGN_SECONDS,
+            )
+        except Exception as exc:
+            raise map_error(exc, action="read", key=key, where=self._where) from None
+        opened = await asyncio.to_thread(
+            blocking.get, url, start=start, timeout=self.read_timeout, key=key, where=self._where
+        )
+        del url  # a bearer capability for this object: not kept a moment longer than needed
+        if opened is not None:
+            return opened
+        obj = await self.stat(key)
+        if obj is not None and obj.size == start:
+            return io.BytesIO(b"")  # resuming at the very end: nothing left to read
+        raise BackupStoreError(
+            f"cannot read {key} from byte {start}: it holds "
+            f"{'nothing' if obj is None else f'{obj.size} bytes'}"
+        )
 
     async def read_bytes(self, key: str) -> bytes:
         return b"".join([chunk async for chunk in self.open_read(key)])

@@ -7,6 +7,7 @@ the same error classes for the same failures.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from pathlib import Path
@@ -26,6 +27,7 @@ from shared.backupstore import (
     recording_prefix,
 )
 from shared.backupstore.base import b64_crc32, composite_crc32
+from shared.backupstore.blocking import BlockingRead
 
 TEN_A, TEN_B = "ten_" + "a" * 16, "ten_" + "b" * 16
 REC_1, REC_2 = "rec_" + "1" * 24, "rec_" + "2" * 24
@@ -82,6 +84,29 @@ async def test_range_reads_resume_and_missing_objects(store: BackupStore) -> Non
     with pytest.raises(ObjectMissing):
         _ = [c async for c in store.open_read(missing, start=10)]
     await store.delete(missing)  # not an error: deletes are retried
+
+
+async def test_blocking_reads_into_buffers_from_any_byte(store: BackupStore) -> None:
+    """``open_blocking``: what a worker thread reads into its own buffers, as ``open_read``."""
+    data = os.urandom(70_000)
+    await store.put_bytes(KEY, data, sha256=sha(data))
+
+    def drain(fh: BlockingRead) -> bytes:
+        out, buf = bytearray(), bytearray(8192)
+        try:
+            while got := fh.readinto(memoryview(buf)):
+                out += buf[:got]
+        finally:
+            fh.close()
+        return bytes(out)
+
+    for start in (0, 1, 65_536, len(data) - 1, len(data)):
+        opened = await store.open_blocking(KEY, start=start)
+        assert await asyncio.to_thread(drain, opened) == data[start:]
+    with pytest.raises(BackupStoreError):
+        await store.open_blocking(KEY, start=len(data) + 1)
+    with pytest.raises(ObjectMissing):
+        await store.open_blocking(output_key(TEN_A, REC_1, "nothing.webm"))
 
 
 async def test_list_and_delete_prefix_by_folder(store: BackupStore) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 
 from services.uploader import azure, ftp, gcs
-from services.uploader.backend import verify_mode
+from services.uploader.confirm import verify_mode
 from services.uploader.errors import PermanentUploadError, TransientUploadError
 from services.uploader.layout import UnsafeKey, render_key
 from services.uploader.resume import FILE_NAME, ResumeStore, detached
@@ -30,23 +31,25 @@ SEALED = SealedFile(
 )
 
 
-def test_resume_state_is_kept_per_file_and_bytes_and_removed_when_done(tmp_path: Path) -> None:
+async def test_resume_state_is_kept_per_file_and_bytes_and_removed_when_done(
+    tmp_path: Path,
+) -> None:
     store = ResumeStore(tmp_path)
     slot = store.slot("dst_1", "k/a.webm", SEALED)
-    assert slot.load("s3-multipart") is None
-    slot.save("s3-multipart", {"upload_id": "u1"})
+    assert await slot.load("s3-multipart") is None
+    await slot.save("s3-multipart", {"upload_id": "u1"})
     again = ResumeStore(tmp_path).slot("dst_1", "k/a.webm", SEALED)  # a new process
-    assert again.load("s3-multipart") == {"upload_id": "u1"}
-    assert again.load("gcs-resumable") is None  # another adapter's state is not ours
+    assert await again.load("s3-multipart") == {"upload_id": "u1"}
+    assert await again.load("gcs-resumable") is None  # another adapter's state is not ours
     other_bytes = msgspec.structs.replace(SEALED, sha256="0" * 64)
-    assert store.slot("dst_1", "k/a.webm", other_bytes).load("s3-multipart") is None
-    assert store.slot("dst_2", "k/a.webm", SEALED).load("s3-multipart") is None
+    assert await store.slot("dst_1", "k/a.webm", other_bytes).load("s3-multipart") is None
+    assert await store.slot("dst_2", "k/a.webm", SEALED).load("s3-multipart") is None
     raw = json.loads((tmp_path / FILE_NAME).read_text())
     assert "secret" not in json.dumps(raw)
-    again.clear()
-    assert not (tmp_path / FILE_NAME).exists()  # nothing left for the purge to count
-    detached(SEALED).save("x", {"a": 1})  # keeps nothing, writes nothing
-    assert list(tmp_path.iterdir()) == []
+    await again.clear()
+    assert FILE_NAME not in os.listdir(tmp_path)  # nothing left for the purge to count
+    await detached(SEALED).save("x", {"a": 1})  # keeps nothing, writes nothing
+    assert os.listdir(tmp_path) == []
 
 
 def test_gcs_answers_are_mapped() -> None:

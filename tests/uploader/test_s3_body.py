@@ -16,11 +16,11 @@ import pytest
 from aiohttp import web
 from isal.isal_zlib import crc32
 
-from services.uploader.backend import STEP, Buffers, LocalReader
 from services.uploader.errors import LocalIntegrityError
 from services.uploader.partbody import SLICE, PartBody
 from services.uploader.resume import detached
 from services.uploader.s3 import SEND_BUFFER, S3Backend, upload_socket
+from services.uploader.source import STEP, Buffers, LocalReader
 from shared.events.transcodes import SealedFile
 
 MIB = 1 << 20

@@ -152,7 +152,7 @@ async def test_an_md5_multipart_upload_resumes_from_the_parts_it_holds(
     s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=data[:PART])
     slot = ResumeStore(tmp_path).slot("dest", key, sealed)
     state = {"bucket": bucket, "key": key, "upload_id": upload_id, "part_size": PART}
-    slot.save("s3-multipart", {**state, "checksum": "md5"})
+    await slot.save("s3-multipart", {**state, "checksum": "md5"})
     backend = make_backend(s3_server, bucket)
     try:
         sent = await recorder(backend)
@@ -162,7 +162,7 @@ async def test_an_md5_multipart_upload_resumes_from_the_parts_it_holds(
     assert assert_md5_only(sent, "UploadPart") == 2  # part 1 was not sent again
     assert remote.checksum.endswith("-3")
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
-    assert slot.load("s3-multipart") is None
+    assert await slot.load("s3-multipart") is None
 
 
 async def test_crc32_stays_the_default(s3_server: MotoS3, tmp_path: Path) -> None:
