@@ -148,6 +148,11 @@ class Transcoder:
             log.warning("lease lost; nothing published", extra=ids)
             metrics.RETRIES.labels(reason="busy").inc()
             raise Retry(str(exc), ttl) from None
+        finally:
+            if self.spool is not None and self.spool.remote:
+                # Whatever the outcome, this machine's copies (fetched segments, a half-written
+                # output) are only a spool: a later attempt fetches again, from the store.
+                await self.spool.drop_local(rec_dir)
 
     async def work(
         self, event: cap.CaptureClosed, msg: Msg, rec_dir: Path, lease: leases.Lease

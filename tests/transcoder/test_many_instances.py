@@ -184,5 +184,10 @@ async def test_paused_first_instance_cannot_seal_twice_nor_overwrite_the_seal(
             data = await store.read_bytes(f"{sealed.output_dir}/{f.name}")
             assert (len(data), hashlib.sha256(data).hexdigest()) == (f.size, f.sha256), f.name
         assert "sealed" not in log_messages(first, capture.recording_id)
+        # Neither machine keeps a copy: its folder was only a spool (the lease-losing one too).
+        for machine in ("first", "second"):
+            spool = tmp_path / f"{machine}-spool" / capture.tenant_id / capture.recording_id
+            left = [p for p in spool.rglob("*") if p.is_file()] if spool.exists() else []
+            assert left == [], (machine, left)
     finally:
         await store.close()
