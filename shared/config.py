@@ -125,6 +125,12 @@ class CommonConfig:
         "This service's NATS password (set per service by `resguardo up`; never printed).",
         secret=True,
     )
+    nats_password_file: Path | None = setting(
+        None,
+        "File holding this service's NATS password (a compose or Kubernetes secret), read at "
+        "start when RESGUARDO_NATS_PASSWORD is empty: the password then never sits in the "
+        "environment.",
+    )
     database_url: str = setting(
         "",
         "PostgreSQL URL. Empty: `resguardo up` starts an embedded "
@@ -157,6 +163,19 @@ class CommonConfig:
     def run_dir(self) -> Path:
         """Pid files, health URLs and the supervisor's status: this machine's, not shared."""
         return (self.data_dir / "run").resolve()
+
+    def nats_login_password(self) -> str | None:
+        """The NATS password: the setting, else the first line of its file (None: no login)."""
+        if self.nats_password:
+            return self.nats_password
+        if self.nats_password_file is None:
+            return None
+        try:
+            return self.nats_password_file.read_text().strip() or None
+        except OSError as exc:
+            raise ConfigError(
+                f"{env_name('nats_password_file')} could not be read ({exc.strerror})."
+            ) from None
 
     @property
     def backup_root(self) -> Path:

@@ -117,7 +117,7 @@ async def run(
             config.nats_url,
             name=name,
             user=config.nats_user or None,
-            password=config.nats_password or None,
+            password=config.nats_login_password(),
         )
         stack.push_async_callback(close_nats, nc, config.drain_timeout_s / 2)
         js = nc.jetstream()

@@ -99,3 +99,17 @@ def test_backup_paths_cannot_escape() -> None:
 def test_slugify_never_yields_a_path_trick(name: str) -> None:
     slug = slugify(name)
     assert "/" not in slug and "." not in slug and "\x00" not in slug and slug
+
+
+def test_nats_password_from_a_file_keeps_it_out_of_the_environment(tmp_path: Path) -> None:
+    secret = tmp_path / "nats_password"
+    secret.write_text("canary-nats-pw\n")
+    cfg = load(CommonConfig, {"RESGUARDO_NATS_PASSWORD_FILE": str(secret)})
+    assert cfg.nats_login_password() == "canary-nats-pw"
+    assert "canary-nats-pw" not in repr(cfg)
+    both = {"RESGUARDO_NATS_PASSWORD": "direct", "RESGUARDO_NATS_PASSWORD_FILE": str(secret)}
+    assert load(CommonConfig, both).nats_login_password() == "direct"
+    assert load(CommonConfig, {}).nats_login_password() is None
+    missing = load(CommonConfig, {"RESGUARDO_NATS_PASSWORD_FILE": str(tmp_path / "none")})
+    with pytest.raises(ConfigError, match="RESGUARDO_NATS_PASSWORD_FILE"):
+        missing.nats_login_password()

@@ -28,9 +28,12 @@ def read_part(fh: BinaryIO, size: int, sha: Any) -> tuple[bytes, int]:
     return data, crc32(data)
 
 
-async def put_object(bucket: Bucket, key: str, body: bytes, *, sha256: str, crc_b64: str) -> None:
-    """The low-level put: one request carrying our CRC-32, for the store to validate."""
-    await bucket.call(
+async def put_object(bucket: Bucket, key: str, body: bytes, *, sha256: str, crc_b64: str) -> bool:
+    """The low-level put: one request carrying our CRC-32, for the store to validate. Returns
+    whether the store's answer echoes that CRC-32: it then validated and stored these bytes, and
+    a HEAD to confirm them would say nothing more (on a store that does not validate, such as
+    moto, it would not either)."""
+    resp = await bucket.call(
         "store",
         key,
         "put_object",
@@ -40,12 +43,14 @@ async def put_object(bucket: Bucket, key: str, body: bytes, *, sha256: str, crc_
         ChecksumCRC32=crc_b64,
         Metadata={"sha256": sha256},
     )
+    return bool(resp.get("ChecksumCRC32")) and resp["ChecksumCRC32"] == crc_b64
 
 
 async def upload_file(
     bucket: Bucket, key: str, local_path: Path, *, sha256: str, part_size: int
-) -> tuple[int, str]:
-    """Send ``local_path``; returns its size and the CRC-32 the store should report."""
+) -> tuple[int, str, bool]:
+    """Send ``local_path``; returns its size, the CRC-32 the store should report, and whether
+    the store's answer already confirmed it (a single put whose CRC-32 it echoed)."""
     try:
         fh = await asyncio.to_thread(Path(local_path).open, "rb")
     except OSError as exc:
@@ -61,9 +66,10 @@ async def upload_file(
                     f"the local file for {key} does not match its SHA-256; nothing was sent"
                 )
             crc_b64 = b64_crc32(first_crc)
-            await put_object(bucket, key, first, sha256=sha256, crc_b64=crc_b64)
-            return len(first), crc_b64
-        return await _multipart(bucket, key, fh, sha, sha256, first, first_crc, part_size)
+            echoed = await put_object(bucket, key, first, sha256=sha256, crc_b64=crc_b64)
+            return len(first), crc_b64, echoed
+        size, crc_b64 = await _multipart(bucket, key, fh, sha, sha256, first, first_crc, part_size)
+        return size, crc_b64, False
     except OSError as exc:
         raise BackupStoreError(
             f"the local file {local_path} could not be read ({exc.strerror})"

@@ -38,6 +38,21 @@ async def call(whip_urls: tuple[str, str], token: str, ca_file: Path) -> None:
     assert any(not isinstance(r, BaseException) for r in results), results
 
 
+async def media_flowing(system: RunningSystem, rids: list[str], timeout: float = 60) -> None:
+    """Until every recording has a track started: a kill before any publisher connected
+    would test a refused connection, not a proxy lost mid-call (on a loaded machine ICE
+    gathering alone can outlast a fixed sleep)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    waiting = set(rids)
+    while waiting and asyncio.get_running_loop().time() < deadline:
+        for rid in list(waiting):
+            kinds = {k for _, k in await stream_events(system.endpoints["nats_url"], rid)}
+            if "capture.track_started" in kinds:
+                waiting.discard(rid)
+        await asyncio.sleep(0.3)
+    assert not waiting, f"no media reached a proxy within {timeout:.0f} s for {sorted(waiting)}"
+
+
 async def calls(system: RunningSystem, recs: list[dict[str, Any]], kill: str) -> None:
     bases = system.endpoints["whip_base_urls"]
     ca = Path(system.endpoints["ca_file"])
@@ -47,7 +62,7 @@ async def calls(system: RunningSystem, recs: list[dict[str, Any]], kill: str) ->
         spread = (f"{bases[0]}/{rid}", f"{bases[1]}/{rid}")
         urls = spread if i == 0 else (rec["whip_url"], rec["whip_url"])
         tasks.append(asyncio.create_task(call(urls, rec["token"], ca)))
-    await asyncio.sleep(SECONDS / 2)
+    await media_flowing(system, [rec["recording_id"] for rec in recs])
     os.kill(system.pid(kill), signal.SIGKILL)  # mid-call
     await asyncio.gather(*tasks)
 
