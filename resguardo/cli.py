@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "demo",
     "verify",
     "nats_context",
+    "nats_config",
     "status",
 )
 

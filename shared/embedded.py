@@ -143,11 +143,13 @@ def system_users(passwords: dict[str, str]) -> list[NatsUser]:
 
 @dataclass(frozen=True)
 class ClusterRoutes:
-    """This node's place in a JetStream cluster on loopback: its route port and its peers'."""
+    """This node's place in a JetStream cluster: its route port and its peers' (on loopback, or
+    on ``peer_hosts`` when the nodes are on machines or containers of their own)."""
 
     name: str
     port: int
     peers: tuple[int, ...]
+    peer_hosts: tuple[str, ...] = ()
 
 
 def nats_config(
@@ -158,9 +160,10 @@ def nats_config(
     monitor_port: int | None = None,
     server_name: str = "resguardo",
     cluster: ClusterRoutes | None = None,
+    host: str = "127.0.0.1",
 ) -> str:
     lines = [
-        f"listen: 127.0.0.1:{port}",
+        f"listen: {host}:{port}",
         f"server_name: {server_name}",
         "max_payload: 8MB",
         "jetstream {",
@@ -170,13 +173,16 @@ def nats_config(
         "}",
     ]
     if monitor_port:
-        lines.append(f"http: 127.0.0.1:{monitor_port}")
+        lines.append(f"http: {host}:{monitor_port}")
     if cluster is not None:
-        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in cluster.peers)
+        hosts = cluster.peer_hosts or ("127.0.0.1",) * len(cluster.peers)
+        routes = ", ".join(
+            f"nats-route://{h}:{p}" for h, p in zip(hosts, cluster.peers, strict=True)
+        )
         lines += [
             "cluster {",
             f"  name: {cluster.name}",
-            f"  listen: 127.0.0.1:{cluster.port}",
+            f"  listen: {host}:{cluster.port}",
             f"  routes: [{routes}]",
             "}",
         ]
