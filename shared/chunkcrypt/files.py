@@ -1,0 +1,276 @@
+"""File-level helpers: a writer over a binary file, a pull reader (also from an offset), and
+file-to-file encrypt / decrypt / verify."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, Protocol, cast
+
+from .format import (
+    DEFAULT_CHUNK_SIZE,
+    HEADER_SIZE,
+    TAG_SIZE,
+    BytesLike,
+    FileCipher,
+    TruncatedError,
+    chunk_start,
+    locate,
+    plaintext_size,
+)
+from .stream import Encryptor
+
+
+class ChunkWriter:
+    """Writes an encrypted file to ``fileobj`` (which it does not close).
+
+    ``fileobj.write`` gets views of one reused buffer: it must consume them before it returns
+    (files, sockets and ``BytesIO`` do; a list's ``append`` does not).
+
+    As a context manager it writes the last chunk on a clean exit only: after an exception the
+    file is left without one, so every reader rejects it as truncated, never as a shorter file.
+    """
+
+    def __init__(self, fileobj: BinaryIO, encryptor: Encryptor) -> None:
+        self._file = fileobj
+        self._enc = encryptor
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<ChunkWriter {self._enc!r}>"
+
+    @property
+    def plaintext_size(self) -> int:
+        return self._enc.plaintext_size
+
+    def write(self, data: BytesLike) -> int:
+        self._enc.feed(data, self._file.write)
+        return memoryview(data).nbytes
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._enc.finish(self._file.write)
+
+    def abort(self) -> None:
+        """Stop without the last chunk (the file reads as truncated) and wipe the keys."""
+        self.closed = True
+        self._enc.wipe()
+
+    def __enter__(self) -> ChunkWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def open_writer(
+    fileobj: BinaryIO,
+    data_key: BytesLike,
+    *,
+    recording_id: str,
+    name: str,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> ChunkWriter:
+    enc = Encryptor(data_key, recording_id=recording_id, name=name, chunk_size=chunk_size)
+    return ChunkWriter(fileobj, enc)
+
+
+class Source(Protocol):
+    """What the readers need of a file: ``readinto`` (and ``seek``/``tell`` for an offset)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+
+def _fill(src: Source, view: memoryview) -> int:
+    """Fill ``view``, short only at EOF (a raw stream's ``readinto`` may return less before it)."""
+    got = src.readinto(view) or 0
+    while got < len(view):
+        more = src.readinto(view[got:])
+        if not more:
+            break
+        got += more
+    return got
+
+
+def encrypt_stream(
+    src: Source,
+    dst: BinaryIO,
+    data_key: BytesLike,
+    *,
+    recording_id: str,
+    name: str,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> int:
+    """Encrypt all of ``src`` into ``dst``; returns the plaintext size.
+
+    Reads one chunk ahead, to know which is the last, into two reused buffers; seals into a third.
+    """
+    cipher = FileCipher(data_key, recording_id, name, chunk_size=chunk_size)
+    bufs = [memoryview(bytearray(chunk_size)) for _ in range(2)]
+    out = memoryview(bytearray(chunk_size + TAG_SIZE))
+    try:
+        dst.write(cipher.header)
+        index = total = 0
+        got = _fill(src, bufs[0])
+        while True:
+            nxt = _fill(src, bufs[1]) if got == chunk_size else 0
+            dst.write(cipher.seal_into(index, bufs[0][:got], not nxt, out))
+            total += got
+            if not nxt:
+                return total
+            bufs.reverse()
+            got, index = nxt, index + 1
+    finally:
+        cipher.wipe()
+        for buf in bufs:
+            buf[:] = bytes(len(buf))
+
+
+def _open_chunks(
+    src: Source,
+    data_key: BytesLike,
+    recording_id: str,
+    name: str,
+    offset: int,
+    into: bool,
+) -> Iterator[BytesLike]:
+    """Verified plaintext per chunk: new ``bytes``, or (``into``) views of one reused buffer."""
+    base = src.tell() if offset else 0
+    header = memoryview(bytearray(HEADER_SIZE))
+    got = _fill(src, header)
+    if got < HEADER_SIZE:
+        raise TruncatedError(f"the file ends inside the header ({got} bytes)")
+    cipher = FileCipher(data_key, recording_id, name, header=header)
+    step = cipher.chunk_size + TAG_SIZE
+    bufs = [memoryview(bytearray(step)) for _ in range(2)]
+    plain_buf = memoryview(bytearray(cipher.chunk_size if into else 0))
+    try:
+        index = skip = 0
+        if offset:
+            total = plaintext_size(src.seek(0, os.SEEK_END) - base, cipher.chunk_size)
+            if offset > total:
+                raise ValueError(f"offset {offset} is past the end ({total} bytes)")
+            index, skip = locate(offset, cipher.chunk_size)
+            src.seek(base + chunk_start(offset, cipher.chunk_size))
+        got = _fill(src, bufs[0])
+        while True:
+            if not got:
+                raise TruncatedError("the file ends before its last chunk", chunk=index)
+            nxt = _fill(src, bufs[1]) if got == step else 0
+            blob = bufs[0][:got]
+            plain: BytesLike
+            if into:
+                plain = cipher.open_into(index, blob, not nxt, plain_buf)
+            else:
+                plain = cipher.open(index, blob, not nxt)
+            if skip:
+                plain, skip = plain[skip:], 0
+            if len(plain):
+                yield plain
+            if not nxt:
+                return
+            bufs.reverse()
+            got, index = nxt, index + 1
+    finally:
+        cipher.wipe()
+        plain_buf[:] = bytes(len(plain_buf))
+
+
+def decrypt_stream(
+    src: Source, data_key: BytesLike, *, recording_id: str, name: str, offset: int = 0
+) -> Iterator[bytes]:
+    """Verified plaintext of ``src``, chunk by chunk (``bytes``), from plaintext ``offset`` on.
+
+    The encrypted file starts at ``src``'s current position. ``offset`` > 0 needs a seekable
+    ``src``: the header is read, then the reader seeks to the chunk holding ``offset`` (the file's
+    size tells which chunk is the last, so a truncation is still caught at the end). A failure
+    raises ``TamperedError`` before anything of the failing chunk is yielded. Lazy: nothing is
+    read until the first ``next``.
+    """
+    # into=False: every item is a new bytes object from AESGCM.decrypt, the caller's to keep.
+    return cast(Iterator[bytes], _open_chunks(src, data_key, recording_id, name, offset, False))
+
+
+def decrypt_to(
+    src: Source,
+    emit: Callable[[BytesLike], object],
+    data_key: BytesLike,
+    *,
+    recording_id: str,
+    name: str,
+    offset: int = 0,
+) -> int:
+    """Like ``decrypt_stream``, but ``emit(view)`` per chunk with a view of one reused buffer
+    (valid only during the call: e.g. a file's ``write``). Returns the plaintext size emitted."""
+    total = 0
+    for plain in _open_chunks(src, data_key, recording_id, name, offset, into=True):
+        emit(plain)
+        total += len(plain)
+    return total
+
+
+def verify_stream(src: Source, data_key: BytesLike, *, recording_id: str, name: str) -> int:
+    """Check every chunk, keep no plaintext; returns the plaintext size or raises."""
+    return decrypt_to(src, _discard, data_key, recording_id=recording_id, name=name)
+
+
+def _discard(_: BytesLike) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def _replacing(dst: Path) -> Iterator[BinaryIO]:
+    """A temporary file next to ``dst``, renamed over it only if the block completes: a failed
+    run leaves no partial file behind (for decryption: no unverified-looking half plaintext)."""
+    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(tmp, "xb") as fh:
+            yield fh
+        os.replace(tmp, dst)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def encrypt_file(
+    src: Path,
+    dst: Path,
+    data_key: BytesLike,
+    *,
+    recording_id: str,
+    name: str,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> int:
+    """Encrypt ``src`` to ``dst`` (atomically replaced); returns the plaintext size."""
+    with open(src, "rb") as fin, _replacing(dst) as fout:
+        return encrypt_stream(
+            fin, fout, data_key, recording_id=recording_id, name=name, chunk_size=chunk_size
+        )
+
+
+def decrypt_file(src: Path, dst: Path, data_key: BytesLike, *, recording_id: str, name: str) -> int:
+    """Decrypt ``src`` to ``dst``, which appears only if every chunk verified; returns its size."""
+    with open(src, "rb") as fin, _replacing(dst) as fout:
+        return decrypt_to(fin, fout.write, data_key, recording_id=recording_id, name=name)
+
+
+def verify_file(path: Path, data_key: BytesLike, *, recording_id: str, name: str) -> int:
+    with open(path, "rb") as fin:
+        return verify_stream(fin, data_key, recording_id=recording_id, name=name)
