@@ -1,11 +1,12 @@
 """The uploader fed from the object store (SeaweedFS), against its floor in the same run.
 
 (a) CPU seconds per GiB (a 1 GiB object, median of 3) of ``S3Backend.upload`` reading a sealed
-    file straight from the backup store (``StoreSource``: one streaming GET, SHA-256, CRC-32, multipart send, confirm) into the
-    discarding S3 sink of ``bench_uploader``, against the floor: the same object read with one raw
-    HTTP GET (a presigned URL on a plain socket) into one reused buffer, SHA-256 and CRC-32 over it,
-    and sent as one raw HTTP PUT, in one plain loop (no HTTP client, no S3 SDK, no event loop).
-    Only this process's CPU is counted: SeaweedFS and the sink run in processes of their own.
+    file straight from the backup store (``StoreSource``: one streaming GET, SHA-256, CRC-32,
+    multipart send, confirm) into the discarding S3 sink of ``bench_uploader``, against the
+    floor: the same object read with one raw HTTP GET (a presigned URL on a plain socket) into
+    one reused buffer, SHA-256 and CRC-32 over it, and sent as one raw HTTP PUT, in one plain
+    loop (no HTTP client, no S3 SDK, no event loop). Only this process's CPU is counted:
+    SeaweedFS and the sink run in processes of their own.
 (b) Peak RSS of a fresh process doing (a) for a 1 GiB object, against a 256 MiB one: flat.
 """
 
