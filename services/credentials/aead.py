@@ -19,8 +19,7 @@ import hmac
 import os
 import struct
 
-from cryptography.hazmat.primitives import hashes, padding
-from cryptography.hazmat.primitives import hmac as chmac
+from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 KEY_LEN = 64
@@ -37,12 +36,10 @@ class AeadError(Exception):
 
 
 def _tag(mac_key: bytes | bytearray, aad: bytes, iv: bytes, ciphertext: bytes) -> bytes:
-    mac = chmac.HMAC(bytes(mac_key), hashes.SHA512())
-    mac.update(aad)
-    mac.update(iv)
-    mac.update(ciphertext)
-    mac.update(struct.pack(">Q", len(aad) * 8))
-    return mac.finalize()[:TAG_LEN]
+    # One-shot OpenSSL HMAC (the stdlib's): the same HMAC-SHA-512 as an object fed four
+    # updates, at about half the Python overhead, and this runs twice per grant.
+    msg = b"".join((aad, iv, ciphertext, struct.pack(">Q", len(aad) * 8)))
+    return hmac.digest(mac_key, msg, "sha512")[:TAG_LEN]
 
 
 def _check_key(key: bytes | bytearray) -> None:
@@ -75,7 +72,8 @@ def encrypt(key: bytes | bytearray, plaintext: bytes | bytearray, aad: bytes) ->
 def decrypt(key: bytes | bytearray, blob: bytes, aad: bytes) -> bytearray:
     """The plaintext of ``blob`` (IV | C | T), or ``AeadError`` for any kind of failure."""
     _check_key(key)
-    blob = bytes(blob)
+    if not isinstance(blob, bytes):
+        blob = bytes(blob)  # asyncpg gives bytes already: no copy then
     if len(blob) < IV_LEN + BLOCK + TAG_LEN or (len(blob) - IV_LEN - TAG_LEN) % BLOCK:
         raise AeadError
     iv, ciphertext, tag = blob[:IV_LEN], blob[IV_LEN:-TAG_LEN], blob[-TAG_LEN:]

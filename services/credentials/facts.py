@@ -77,6 +77,15 @@ class Facts:
             pass  # the stream's own consumers dead-letter it; a grant reads the log anyway
 
     # -- look-ups -------------------------------------------------------------------------------
+    def known_started(self, rid: str) -> rec_events.RecordingStarted | None:
+        """The copy in memory, if there is one (None says nothing: ask ``started``)."""
+        return self._started.get(rid)
+
+    def known_job(self, rid: str, job_id: str) -> up_events.UploadAttemptStarted | None:
+        """The copy in memory, if there is one (None says nothing: ask ``job``)."""
+        known = self._jobs.get(job_id)
+        return known if known is not None and known.recording_id == rid else None
+
     async def started(self, rid: str) -> rec_events.RecordingStarted | None:
         known = self._started.get(rid)
         if known is not None:

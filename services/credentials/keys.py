@@ -44,6 +44,9 @@ def _hkdf(master: bytes, info: bytes, length: int) -> bytes:
 @dataclass(frozen=True)
 class MasterKeys:
     keys: dict[int, bytes] = field(repr=False)
+    # Derived wrap keys, made once per version: an HKDF per grant was a tenth of its crypto time.
+    # They are no more secret than the master keys this object already holds for its lifetime.
+    _wrap_keys: dict[int, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def newest(self) -> int:
@@ -54,7 +57,10 @@ class MasterKeys:
 
     def wrap_key(self, version: int) -> bytes:
         """64-byte A256CBC-HS512 key that wraps data keys under master key ``version``."""
-        return _hkdf(self.keys[version], _WRAP_INFO, 64)
+        key = self._wrap_keys.get(version)
+        if key is None:
+            key = self._wrap_keys[version] = _hkdf(self.keys[version], _WRAP_INFO, 64)
+        return key
 
     def fingerprint_key(self, version: int) -> bytes:
         return _hkdf(self.keys[version], _FINGERPRINT_INFO, 32)

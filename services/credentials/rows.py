@@ -65,6 +65,11 @@ class RowCache:
     def listening(self) -> bool:
         return self._listener is not None
 
+    def cached(self, tenant_id: str, destination_id: str) -> store.DestinationRow | None:
+        """The tenant's row if it is in memory (None says nothing: ask ``get``)."""
+        row = self._rows.get(destination_id)
+        return row if row is not None and row.tenant_id == tenant_id else None
+
     async def get(self, tenant_id: str, destination_id: str) -> store.DestinationRow | None:
         """The tenant's destination ``destination_id``, or None."""
         row = self._rows.get(destination_id)

@@ -73,3 +73,22 @@ async def test_followed_facts_are_served_from_memory_within_its_bound(
         assert await facts.job(rids[0], f"{rids[0]}:1") is None
     finally:
         await facts.stop()
+
+
+async def test_known_facts_are_memory_only_and_never_another_recordings(
+    js: JetStreamContext,
+) -> None:
+    """The grant's fast path (``known_*``): a copy in memory or None, never a read of the log,
+    and a job id remembered for one recording is not taken for another's."""
+    await natsio.ensure_streams(js)
+    tenant, dest = new_tenant_id(), new_destination_id()
+    rid = new_recording_id()
+    await publish_started(js, rid, tenant, dest)
+    await publish_attempt(js, rid, tenant, dest, f"{rid}:1")
+    facts = Facts(js)  # not following: nothing in memory until a look-up reads the log
+    assert facts.known_started(rid) is None and facts.known_job(rid, f"{rid}:1") is None
+    assert await facts.started(rid) is not None and await facts.job(rid, f"{rid}:1") is not None
+    started, job = facts.known_started(rid), facts.known_job(rid, f"{rid}:1")
+    assert started is not None and started.destination_id == dest
+    assert job is not None and job.job_id == f"{rid}:1"
+    assert facts.known_job(new_recording_id(), f"{rid}:1") is None

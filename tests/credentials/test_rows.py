@@ -140,3 +140,22 @@ async def test_nothing_is_cached_while_notifications_cannot_be_heard(
         return got is not None and got.key_version == 4
 
     await _eventually(fresh)
+
+
+async def test_cached_is_memory_only_and_the_tenants_own(
+    pool: asyncpg.Pool, cache: RowCache
+) -> None:
+    """The grant's fast path: a cached row only after a read, only for its own tenant, and gone
+    once the row changes."""
+    tenant = new_tenant_id()
+    row = await _add(pool, tenant)
+    assert cache.cached(tenant, row.destination_id) is None  # never read: not in memory
+    assert await cache.get(tenant, row.destination_id) is not None
+    assert cache.cached(tenant, row.destination_id) is not None
+    assert cache.cached(new_tenant_id(), row.destination_id) is None
+    await store.delete_destination(pool, tenant, destination_id=row.destination_id)
+
+    async def dropped() -> bool:
+        return cache.cached(tenant, row.destination_id) is None
+
+    await _eventually(dropped)
