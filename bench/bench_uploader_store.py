@@ -22,12 +22,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.bench_uploader import CONCURRENCY, PART, SINK, _start
+from bench.bench_uploader import CONCURRENCY, PART, SINK, _cpu, _start
 
 MIB = 1 << 20
 KEY = "ten_bench/rec_bench/output-1/{name}"
@@ -122,12 +121,6 @@ def _floor(get_url: str, size: int, sink_port: int) -> None:
             n = 0
         dst.recv(4096)
     assert total == size
-
-
-def _cpu(fn: Any) -> float:
-    t0 = time.process_time()
-    fn()
-    return time.process_time() - t0
 
 
 def run() -> list[dict[str, object]]:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import http.client
 import os
 import ssl
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from .errors import ObjectMissing, StoreRefused, StoreUnavailable
 
 PRESIGN_SECONDS = 300
+T = TypeVar("T")
 
 
 class BlockingRead(Protocol):
@@ -81,6 +83,14 @@ def get(url: str, *, start: int, timeout: float, key: str, where: str) -> Blocki
     raise StoreRefused(f"{said}; check the store's settings")
 
 
+def _guarded(read: Callable[[], T]) -> T:
+    """A read that fails half-way is transient: the caller opens again from where it stopped."""
+    try:
+        return read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise StoreUnavailable(f"the backup store's stream broke ({type(exc).__name__})") from None
+
+
 class _Response:
     """The response and its connection, closed together; errors while reading are transient."""
 
@@ -89,20 +99,10 @@ class _Response:
         self._resp = resp
 
     def readinto(self, buffer: memoryview, /) -> int:
-        try:
-            return self._resp.readinto(buffer)
-        except (OSError, http.client.HTTPException) as exc:
-            raise StoreUnavailable(
-                f"the backup store's stream broke ({type(exc).__name__})"
-            ) from None
+        return _guarded(lambda: self._resp.readinto(buffer))
 
     def read(self, size: int = -1, /) -> bytes:
-        try:
-            return self._resp.read(size)
-        except (OSError, http.client.HTTPException) as exc:
-            raise StoreUnavailable(
-                f"the backup store's stream broke ({type(exc).__name__})"
-            ) from None
+        return _guarded(lambda: self._resp.read(size))
 
     def close(self) -> None:
         self._resp.close()
