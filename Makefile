@@ -10,6 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: test-deps
 .PHONY: setup run test lint typecheck bench schema docs clean
+.PHONY: chaos
 
 setup: $(STAMP)
 
@@ -38,6 +39,13 @@ test: setup lint typecheck test-deps
 
 bench: setup
 	$(BIN)/python -m bench
+
+# The system under kill -9 (resguardo/chaos.py): ONE JSON line of what was lost; exit 1 if any.
+RECORDINGS ?= 20
+KILLS ?= 30
+SEED ?= 1
+chaos: setup
+	$(BIN)/python -m resguardo.chaos --recordings $(RECORDINGS) --kills $(KILLS) --seed $(SEED)
 
 schema: setup
 	$(BIN)/resguardo schema export build/schema

@@ -15,7 +15,12 @@ from shared import procs
 log = logging.getLogger("resguardo.supervisor")
 
 MAX_BACKOFF_S = 30.0
-FORGIVE_AFTER_S = 60.0  # up this long: earlier crashes no longer lengthen the backoff
+# Ran this long before it died: not a crash loop (those die within a start), so earlier deaths
+# no longer lengthen the backoff. A service killed now and then (OOM, kill -9) is restarted in
+# 0.5 s each time; a backoff grown to 30 s would outlast the proxies' close wait
+# (RESGUARDO_PROXY_CLOSE_WAIT_S, 15 s) and a killed proxy's last segment, which only its own
+# restart salvages, would be lost.
+STABLE_AFTER_S = 10.0
 
 
 @dataclass
@@ -72,10 +77,10 @@ class Child:
             return
         code = self.proc.poll()
         if code is None:
-            if now - self.started_at > FORGIVE_AFTER_S:
-                self.backoff_level = 0
             return
         self.last_exit_code = code
+        if now - self.started_at >= STABLE_AFTER_S:
+            self.backoff_level = 0
         self.backoff_level += 1
         backoff = min(MAX_BACKOFF_S, 0.5 * 2 ** (self.backoff_level - 1))
         log.warning(

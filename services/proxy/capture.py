@@ -80,7 +80,7 @@ class KeyframeRequester(Protocol):
 class Keep(Protocol):
     """Puts a finished segment in the backup store (``Spool.keep``)."""
 
-    def __call__(self, path: Path, *, sha256: str) -> Awaitable[None]: ...
+    def __call__(self, path: Path, *, sha256: str, drop_local: bool = True) -> Awaitable[None]: ...
 
 
 class TrackCapture:
@@ -329,9 +329,12 @@ class TrackCapture:
             sender_reports=sender_reports,
         )
         if self._keep is not None:
-            # In the store before the event says it exists: no reader ever misses it.
-            await self._keep(writer.path, sha256=writer.digest.sha256)
+            # In the store before the event says it exists: no reader ever misses it. The local
+            # copy goes only after the event: killed in between, salvage finds it again.
+            await self._keep(writer.path, sha256=writer.digest.sha256, drop_local=False)
         await self._publish(event)
+        if self._keep is not None:
+            await asyncio.to_thread(writer.path.unlink, missing_ok=True)
 
     async def close(self) -> None:
         """Stop taking frames, finish the open segment, publish TrackEnded; wait until done."""

@@ -12,6 +12,7 @@ Ids are the deterministic ones a live proxy uses, so repeats are dropped by JetS
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from nats.js import JetStreamContext
 
-from shared.backup import recording_dir
+from shared.backup import UnsafePath, inside, recording_dir
 from shared.capture_format import (
     PART_SUFFIX,
     SEGMENT_SUFFIX,
@@ -232,11 +233,34 @@ async def salvage(
         rec_dir = recording_dir(backup_root, tenant_id, rid)
         found = await asyncio.to_thread(recover_recording, rec_dir, set(state.segments))
         if keep is not None:
+            # Keep the local copy until its event is out: killed in between, the next start
+            # must still find the segment here (it never looks in the store).
             for seg in found:
-                await keep(rec_dir / seg.rel_path, sha256=seg.sha256)
+                await keep(rec_dir / seg.rel_path, sha256=seg.sha256, drop_local=False)
         for event in salvage_events(state, found, recording_id=rid, tenant_id=tenant_id):
             await publish(event)
             published += 1
+        if keep is not None:
+            # In the store, and now named by an event: this machine's copies are done with
+            # (those of a start killed after its publishes, before this clean-up, too).
+            done: list[Path | None] = [rec_dir / seg.rel_path for seg in found]
+            done += [_inside(rec_dir, seg.path) for seg in state.segments.values()]
+            await asyncio.to_thread(_unlink_all, done)
         if found:
             log.info("salvaged segments", extra={"recording_id": rid, "segments": len(found)})
     return published
+
+
+def _inside(rec_dir: Path, rel: str) -> Path | None:
+    """An event's segment path, only if it stays inside the recording's folder."""
+    try:
+        return inside(rec_dir, rel)
+    except UnsafePath:
+        return None
+
+
+def _unlink_all(paths: list[Path | None]) -> None:
+    for path in paths:
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)

@@ -86,3 +86,58 @@ async def test_kill_9_with_an_object_store_loses_nothing_finished(
     finally:
         await store.close()
     assert not list(rec_dir.rglob("*.rgc")), "finished segments stayed in the local spool"
+
+
+class Killed(Exception):
+    """Stands for the kill -9 that stops a start between its puts and its publishes."""
+
+
+async def test_a_start_killed_between_put_and_publish_loses_no_segment(
+    js: JetStreamContext, weed: SeaweedS3, tmp_path: Path
+) -> None:
+    """Salvage puts a recovered segment in the store, then publishes its event. A start killed
+    in between must leave the local copy, so that the next start salvages it again (it never
+    looks in the store): found in the 200-recording chaos run, where such a segment was lost."""
+    from services.proxy.session import make_publish
+    from services.proxy.salvage import salvage
+    from shared.backupstore.spool import Spool
+
+    from ..transcoder.capture_factory import ParticipantSpec, SessionSpec, make_capture
+
+    spool_root = tmp_path / "spool"
+    capture = make_capture(
+        spool_root, [ParticipantSpec("ana", sessions=(SessionSpec(0.0, 4.0),))], segment_s=2.0
+    )
+    bucket = weed.new_bucket("salvage-window")
+    secret = tmp_path / "secret"
+    secret.write_text(weed.secret_access_key)
+    secret.chmod(0o600)
+    store = from_url(
+        f"s3://{bucket}",
+        endpoint=weed.endpoint,
+        access_key_id=weed.access_key_id,
+        secret_access_key_file=secret,
+    )
+    spool = Spool(spool_root, store)
+    publish = make_publish(js)
+
+    async def killed_before_publishing(event: object) -> None:
+        raise Killed
+
+    try:
+        with pytest.raises(Killed):
+            await salvage(js, spool_root, killed_before_publishing, spool.keep)
+        prefix = f"{capture.tenant_id}/{capture.recording_id}"
+        assert len(await store.list(prefix)) == len(capture.segments)  # in the store, unnamed
+        assert await salvage(js, spool_root, publish, spool.keep) > 0  # the next start
+        written = [
+            e
+            for e in await history(js, capture.recording_id)
+            if isinstance(e, captures.SegmentWritten)
+        ]
+        assert sorted(e.sha256 for e in written) == sorted(s.sha256 for s in capture.segments)
+        rec_dir = spool_root / capture.tenant_id / capture.recording_id
+        assert not list(rec_dir.rglob("*.rgc")), "the spool kept copies that are in the store"
+        assert await salvage(js, spool_root, publish, spool.keep) == 0  # nothing twice
+    finally:
+        await store.close()
