@@ -98,8 +98,8 @@ async def test_a_start_killed_between_put_and_publish_loses_no_segment(
     """Salvage puts a recovered segment in the store, then publishes its event. A start killed
     in between must leave the local copy, so that the next start salvages it again (it never
     looks in the store): found in the 200-recording chaos run, where such a segment was lost."""
-    from services.proxy.session import make_publish
     from services.proxy.salvage import salvage
+    from services.proxy.session import make_publish
     from shared.backupstore.spool import Spool
 
     from ..transcoder.capture_factory import ParticipantSpec, SessionSpec, make_capture
