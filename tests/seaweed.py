@@ -64,16 +64,10 @@ class SeaweedS3:
     region: str = "us-east-1"
 
     def client(self, **config: Any) -> Any:
-        import boto3
-        from botocore.config import Config
+        from resguardo.chaos_seaweed import s3_client
 
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name=self.region,
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
-            config=Config(s3={"addressing_style": "path"}, **config),
+        return s3_client(
+            self.endpoint, self.region, self.access_key_id, self.secret_access_key, **config
         )
 
     def new_bucket(self, name: str) -> str:
