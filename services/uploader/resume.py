@@ -47,9 +47,7 @@ class ResumeStore:
 
     async def _read(self) -> dict[str, Any]:
         try:
-            if self.store is not None:
-                if await self.store.stat(self.key) is None:
-                    return {}
+            if self.store is not None:  # none there yet: ObjectMissing, caught below
                 raw = await self.store.read_bytes(self.key)
             elif self.path is not None:
                 raw = await asyncio.to_thread(self.path.read_bytes)

@@ -12,6 +12,7 @@ this module (never in a message, log or exception) and is dropped with the respo
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import ssl
@@ -35,8 +36,10 @@ class BlockingRead(Protocol):
     def close(self) -> None: ...
 
 
+@functools.cache
 def _tls_context() -> ssl.SSLContext:
-    """The CA bundle botocore itself trusts (``AWS_CA_BUNDLE``, else its default)."""
+    """The CA bundle botocore itself trusts (``AWS_CA_BUNDLE``, else its default): loaded once
+    per process, not once per GET."""
     from botocore.httpsession import get_cert_path
 
     bundle = os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)
