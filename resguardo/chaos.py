@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.embedded import free_port, python_env, wait_for_port
+from shared.files import write_private
 from shared.procs import die_with_parent
 
 from .chaos_check import Verdict, verify
@@ -108,8 +109,7 @@ def port_block(rng: random.Random, offsets: tuple[int, ...]) -> int:
 def system_env(work: Path, weed: ReplicatedSeaweed) -> dict[str, str]:
     ports = random.Random()  # noqa: S311 (not the chaos seed: ports are not part of the run)
     secret = work / "backup-secret"
-    secret.write_text(weed.secret_access_key)
-    secret.chmod(0o600)
+    write_private(secret, weed.secret_access_key)  # 0600 from the start
     env = python_env() | {
         "RESGUARDO_DATA_DIR": str(work / "data"),
         "RESGUARDO_NATS_PORT": str(port_block(ports, (0, 1, 2))),  # a node each

@@ -23,6 +23,7 @@ from nats.js import api
 from shared import natsio
 from shared.events import uploads
 from shared.events.deadletter import STREAM as DEADLETTER
+from shared.integrity import parse_sha256sums
 
 
 @dataclass
@@ -57,10 +58,11 @@ def check_files(s3: Any, bucket: str, rid: str, keys: list[str], verdict: Verdic
     if sums is None:
         verdict.lost[rid] = f"no SHA256SUMS among {sorted(body)}"
         return
-    listed = {}
-    for line in sums.decode().splitlines():
-        digest, _, name = line.partition("  ")
-        listed[name.lstrip("*")] = digest
+    try:
+        listed = parse_sha256sums(sums.decode())
+    except (ValueError, UnicodeDecodeError) as exc:
+        verdict.mismatched[rid] = f"SHA256SUMS is malformed: {exc}"
+        return
     missing = sorted(set(listed) - set(body))
     if missing:
         verdict.lost[rid] = f"SHA256SUMS lists {missing}, not delivered"

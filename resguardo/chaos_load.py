@@ -30,6 +30,7 @@ from resguardo.chaos_seaweed import ReplicatedSeaweed
 from resguardo.cli import CliError
 from resguardo.client import ApiClient, Endpoint
 from resguardo.publisher import Publisher
+from shared.procs import read_pid
 
 log = logging.getLogger("resguardo.chaos")
 
@@ -193,11 +194,9 @@ class Killer:
         return dict(json.loads((self.run_dir / "status.json").read_text()))
 
     def _service_pid(self, name: str) -> int | None:
-        try:
-            pid = int((self.run_dir / f"{name}.pid").read_text().split()[0])
-        except (FileNotFoundError, ValueError, IndexError):
-            return None
-        return pid if _alive(pid) else None
+        """The live pid of a service (its pid file's start time guards against a reused pid)."""
+        proc = read_pid(self.run_dir / f"{name}.pid")
+        return None if proc is None else proc.pid
 
     def _nats_node(self, name: str) -> dict[str, Any]:
         return dict(next(n for n in self._status()["nats"]["nodes"] if n["name"] == name))
@@ -262,13 +261,3 @@ class Killer:
             pause = self.rng.uniform(1.0, 4.0)
             await self.kill_one(pause)
         done.set()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from shared.embedded import free_port, python_env
+from shared.files import write_private
 from shared.procs import die_with_parent
 
 VOLUMES = 2
@@ -216,8 +217,7 @@ class ReplicatedSeaweed:
             ]
         }
         config = self.work_dir / "identities.json"
-        config.write_text(json.dumps(identities))
-        config.chmod(0o600)
+        write_private(config, json.dumps(identities))  # 0600 from the start
         # A bucket is a collection; grow one volume (two copies) at a time, not several.
         (self.work_dir / "master.toml").write_text("[master.volume_growth]\ncopy_2 = 1\n")
         try:
