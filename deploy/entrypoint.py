@@ -4,8 +4,8 @@ Compose mounts each secret as a file under /run/secrets with the host file's own
 (root, 0600), which the unprivileged service user cannot read, and some settings want a file
 only their owner can read. So this starts as root, copies each secret it finds into a private
 tmpfs folder owned by the service user, points the service's settings at the copies (the NATS
-password, which the services take only as a setting, goes into the process's own environment:
-never into the image's), drops to the service user and executes the command.
+password through RESGUARDO_NATS_PASSWORD_FILE, PostgreSQL's through PGPASSFILE: no secret is in
+any environment), drops to the service user and executes the command.
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ def main(argv: list[str]) -> None:
         if (SECRETS / "postgres_password").is_file():
             # asyncpg reads PGPASSFILE: the password never has to be part of the database URL.
             password = (SECRETS / "postgres_password").read_text().strip()
-            line = f"*:*:*:*:{password}\n".encode()
+            # pgpass fields escape ':' and '\\' with a backslash, or such a password never matches.
+            escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+            line = f"*:*:*:*:{escaped}\n".encode()
             env["PGPASSFILE"] = str(private_copy("pgpass", line, user.pw_uid, user.pw_gid))
     if os.geteuid() == 0:
         os.setgroups([])
