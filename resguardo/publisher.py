@@ -160,6 +160,7 @@ class Publisher:
         width: int = 640,
         height: int = 360,
         connect_timeout: float = 20.0,
+        delete_timeout: float = 60.0,
         setup: Callable[[RTCPeerConnection], None] | None = None,
         video_track: MediaStreamTrack | None = None,
         audio_track: MediaStreamTrack | None = None,
@@ -170,6 +171,9 @@ class Publisher:
         self.ca_file = ca_file
         self.video_codec = video_codec
         self.connect_timeout = connect_timeout
+        # The proxy answers DELETE once the session's last events are stored; if its bus is
+        # down that can take long, and a caller (or a cancelled task) must not wait forever.
+        self.delete_timeout = delete_timeout
         self.setup = setup  # called with the peer connection before the offer (tests: faults)
         # tracks given (e.g. pre-encoded media for the benchmark) replace the synthetic ones;
         # a ``frames`` attribute, if they have one, is reported as frames sent
@@ -237,8 +241,12 @@ class Publisher:
         """DELETE the session (unless ``delete=False``) and close the peer connection."""
         try:
             if delete and self.location and self._http is not None:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with self._http.delete(self.location, headers=self._auth()) as resp:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with self._http.delete(
+                        self.location,
+                        headers=self._auth(),
+                        timeout=aiohttp.ClientTimeout(total=self.delete_timeout),
+                    ) as resp:
                         self.deleted = resp.status in (200, 204)
         finally:
             if self.pc is not None:

@@ -63,6 +63,23 @@ async def leader_of(nats_url: str, stream: str) -> str:
         await nc.close()
 
 
+async def meta_leader(system: RunningSystem, timeout: float = 30.0) -> str:
+    """The meta leader as any live node reports it. Right after a node dies the meta group may be
+    electing (no `leader` key yet) or the asked node may be the dead one, so ask again."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        for node in nodes(system):
+            try:
+                leader = jsz(node).get("meta_cluster", {}).get("leader")
+            except OSError:
+                continue
+            if leader:
+                return str(leader)
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no meta leader reported within {timeout} s")
+        await asyncio.sleep(0.2)
+
+
 async def event_ids(nats_url: str, rid: str) -> Counter[str]:
     """How many times each event id of the recording is stored, over every stream."""
     nc = await nats.connect(nats_url.split(","))
@@ -98,14 +115,19 @@ async def call(
         for p in ("ana", "ben")
     ]
     url = system.endpoints["nats_url"]
-    for at, what in kill_at:
-        await asyncio.sleep(at)
-        if what == "captures-leader":
-            kill_node(system, await leader_of(url, "CAPTURES"))
-        else:
-            meta = jsz(nodes(system)[0])["meta_cluster"]["leader"]
-            kill_node(system, meta)
-    await asyncio.gather(*calls)
+    try:
+        for at, what in kill_at:
+            await asyncio.sleep(at)
+            if what == "captures-leader":
+                kill_node(system, await leader_of(url, "CAPTURES"))
+            else:
+                kill_node(system, await meta_leader(system))
+        await asyncio.gather(*calls)
+    finally:
+        # A failed kill step must not leave the calls running past the test's timeout.
+        for task in calls:
+            task.cancel()
+        await asyncio.wait(calls, timeout=15)
 
 
 def test_killing_the_leaders_loses_and_duplicates_nothing(tmp_path: Path) -> None:
