@@ -35,6 +35,7 @@ class Facts:
         self._started: Bounded[str, rec_events.RecordingStarted] = Bounded(capacity)
         self._jobs: Bounded[str, up_events.UploadAttemptStarted] = Bounded(capacity)
         self._resends: Bounded[tuple[str, str], rec_events.ResendRequested] = Bounded(capacity)
+        self._purged: Bounded[str, bool] = Bounded(capacity)
         self._subs: list[Subscription] = []
 
     # -- feeding --------------------------------------------------------------------------------
@@ -123,3 +124,14 @@ class Facts:
         for _, event in await natsio.read_subject(self._js, rec_events.STREAM, subject):
             self.remember(event)
         return self._resends.get((rid, destination_id)) is not None
+
+    async def purged(self, rid: str) -> bool:
+        """Whether the recording's backup was purged (its data key is then destroyed for good).
+        Only a yes is kept: a purge never comes undone."""
+        if self._purged.get(rid) is not None:
+            return True
+        event = await natsio.last_event(self._js, up_events.STREAM, f"uploads.{rid}.backup_purged")
+        if not isinstance(event, up_events.BackupPurged):
+            return False
+        self._purged.put(rid, True)
+        return True

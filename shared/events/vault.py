@@ -13,7 +13,8 @@ STREAM = StreamSpec(
     description=(
         "Audit of credential grants and refusals (who, which job, when; never the secret). "
         "A grant is on vault.<rid>.grant_issued.<job token>, stored only as that subject's "
-        "first message: one grant per job."
+        "first message: one grant per job. Recording data keys the same way: "
+        "vault.<rid>.recording_key_issued.<job token>, and their destruction on purge."
     ),
 )
 
@@ -47,5 +48,42 @@ class GrantRefused(Event, frozen=True, kw_only=True, tag="vault.grant_refused"):
     reason: str
 
 
-VaultEvent = GrantIssued | GrantRefused
-EVENTS: tuple[type[Event], ...] = (GrantIssued, GrantRefused)
+class RecordingKeyIssued(Event, frozen=True, kw_only=True, tag="vault.recording_key_issued"):
+    """A recording's data key was sealed to a job (never the key). Like ``GrantIssued``, its id is
+    the request's own and its subject the job's, so one job gets the key once."""
+
+    job_id: str
+    purpose: str
+    requester: str
+    key_version: int
+    created: bool = False  # this request made the recording's key
+
+    def subject_tail(self) -> str:
+        return job_token(self.job_id)
+
+
+class RecordingKeyRefused(Event, frozen=True, kw_only=True, tag="vault.recording_key_refused"):
+    job_id: str
+    purpose: str
+    requester: str
+    reason: str
+
+
+class RecordingKeyDestroyed(Event, frozen=True, kw_only=True, tag="vault.recording_key_destroyed"):
+    """The recording's data key was deleted (crypto-shredding): every copy of its backup,
+    wherever it survives, is unreadable from now on."""
+
+    reason: str
+    existed: bool = True  # False: there was no key to delete (never issued, or already gone)
+
+
+VaultEvent = (
+    GrantIssued | GrantRefused | RecordingKeyIssued | RecordingKeyRefused | RecordingKeyDestroyed
+)
+EVENTS: tuple[type[Event], ...] = (
+    GrantIssued,
+    GrantRefused,
+    RecordingKeyIssued,
+    RecordingKeyRefused,
+    RecordingKeyDestroyed,
+)
