@@ -46,8 +46,12 @@ class Spool:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(path.unlink)
 
-    async def fetch(self, path: Path, *, sha256: str) -> None:
-        """Make sure ``path`` is here with content ``sha256``, from the store if need be."""
+    async def fetch(self, path: Path, *, sha256: str | None) -> None:
+        """Make sure ``path`` is here with content ``sha256``, from the store if need be.
+
+        ``sha256`` None: the file is encrypted (``shared.chunkcrypt``), its events know only the
+        plaintext's hash, and the reader verifies it as it decrypts; the store's own checksum
+        still guards the copy in transit."""
         if not self.remote:
             return
         if await asyncio.to_thread(_has, path, sha256):
@@ -60,7 +64,7 @@ class Spool:
                 async for chunk in self.store.open_read(self.key(path)):
                     digest.update(chunk)
                     await asyncio.to_thread(fh.write, chunk)
-            if digest.hexdigest() != sha256:
+            if sha256 is not None and digest.hexdigest() != sha256:
                 raise ChecksumMismatch(
                     f"{self.key(path)} in the backup store is not the one that was recorded"
                 )
@@ -69,7 +73,7 @@ class Spool:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
-    async def fetch_all(self, files: Iterable[tuple[Path, str]]) -> None:
+    async def fetch_all(self, files: Iterable[tuple[Path, str | None]]) -> None:
         for path, sha256 in files:
             await self.fetch(path, sha256=sha256)
 
@@ -98,7 +102,9 @@ class Spool:
         await self.store.close()
 
 
-def _has(path: Path, sha256: str) -> bool:
+def _has(path: Path, sha256: str | None) -> bool:
+    if sha256 is None:
+        return path.is_file()
     try:
         with path.open("rb") as fh:
             return hashlib.file_digest(fh, "sha256").hexdigest() == sha256

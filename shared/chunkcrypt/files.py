@@ -17,6 +17,7 @@ from .format import (
     TAG_SIZE,
     BytesLike,
     FileCipher,
+    TamperedError,
     TruncatedError,
     chunk_start,
     locate,
@@ -274,3 +275,64 @@ def decrypt_file(src: Path, dst: Path, data_key: BytesLike, *, recording_id: str
 def verify_file(path: Path, data_key: BytesLike, *, recording_id: str, name: str) -> int:
     with open(path, "rb") as fin:
         return verify_stream(fin, data_key, recording_id=recording_id, name=name)
+
+
+def decrypt_prefix(
+    src: Source, data_key: BytesLike, *, recording_id: str, name: str
+) -> Iterator[bytes]:
+    """What a writer killed mid-file left readable: each chunk that authenticates, in order, up to
+    the first that does not (a chunk cut short by the crash) or the end.
+
+    For crash recovery only (the proxy's salvage of its own spool): it cannot tell a truncation
+    from a crash, so it must never be used where a shortened file would be accepted as whole.
+    The header still has to verify (a wrong key or another file fails at once).
+    """
+    header = memoryview(bytearray(HEADER_SIZE))
+    if _fill(src, header) < HEADER_SIZE:
+        return
+    cipher = FileCipher(data_key, recording_id, name, header=header)
+    step = cipher.chunk_size + TAG_SIZE
+    blob = memoryview(bytearray(step))
+    try:
+        index = 0
+        while got := _fill(src, blob):
+            piece = blob[:got]
+            try:
+                yield cipher.open(index, piece, False)
+            except TamperedError:
+                # The file's real last chunk (it was finished after all), or the cut-off one.
+                with contextlib.suppress(TamperedError):
+                    yield cipher.open(index, piece, True)
+                return
+            index += 1
+    finally:
+        cipher.wipe()
+
+
+class PlainReader:
+    """A read-only binary file over an encrypted one: ``read(n)`` returns verified plaintext.
+
+    For parsers that read small records (the capture format): every byte returned belongs to a
+    chunk that authenticated; a tampered chunk raises ``TamperedError`` from ``read``.
+    """
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+        self._pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        parts: list[bytes] = []
+        want = n
+        while want != 0:
+            if self._pos >= len(self._buf):
+                nxt = next(self._chunks, None)
+                if nxt is None:
+                    break
+                self._buf, self._pos = nxt, 0
+            take = len(self._buf) - self._pos if want < 0 else min(want, len(self._buf) - self._pos)
+            parts.append(self._buf[self._pos : self._pos + take])
+            self._pos += take
+            if want > 0:
+                want -= take
+        return b"".join(parts)
