@@ -486,3 +486,62 @@ def test_a_failing_sink_stops_the_writer() -> None:
         w.write(b"more")
     with pytest.raises(cc.TamperedError):
         decrypt(fh.getvalue())
+
+
+def test_decrypt_from_resumes_a_range_read_and_still_catches_tampering() -> None:
+    key, data = bytes(range(32)), os.urandom(10_000)
+    out = io.BytesIO()
+    with cc.open_writer(out, key, recording_id="rec_a", name="f", chunk_size=1024) as w:
+        w.write(data)
+    blob = out.getvalue()
+    header = blob[: cc.HEADER_SIZE]
+    for offset in (0, 1, 1023, 1024, 5000, 9999, 10_000):
+        start = cc.chunk_start(offset, 1024)
+        chunks = cc.decrypt_from(
+            io.BytesIO(blob[start:]),
+            key,
+            recording_id="rec_a",
+            name="f",
+            header=header,
+            offset=offset,
+        )
+        reader = cc.PlainReader(chunks)
+        got = bytearray(len(data))
+        n = reader.readinto(memoryview(got))
+        assert bytes(got[:n]) == data[offset:], offset
+    start = cc.chunk_start(5000, 1024)
+    cut = blob[start:-10]
+    with pytest.raises(cc.TamperedError):
+        list(
+            cc.decrypt_from(
+                io.BytesIO(cut), key, recording_id="rec_a", name="f", header=header, offset=5000
+            )
+        )
+    flipped = bytearray(blob[start:])
+    flipped[3000] ^= 1
+    with pytest.raises(cc.TamperedError):
+        list(
+            cc.decrypt_from(
+                io.BytesIO(bytes(flipped)),
+                key,
+                recording_id="rec_a",
+                name="f",
+                header=header,
+                offset=5000,
+            )
+        )
+
+
+def test_decrypt_prefix_reads_what_a_killed_writer_left() -> None:
+    key, data = bytes(range(32)), os.urandom(5000)
+    out = io.BytesIO()
+    w = cc.open_writer(out, key, recording_id="rec_a", name="f", chunk_size=1024)
+    w.write(data)  # never closed: 4 chunks sealed, the rest still in the writer
+    blob = out.getvalue()
+    got = b"".join(cc.decrypt_prefix(io.BytesIO(blob[:-5]), key, recording_id="rec_a", name="f"))
+    assert got == data[: 3 * 1024]  # the cut-off fourth chunk is dropped
+    whole = b"".join(cc.decrypt_prefix(io.BytesIO(blob), key, recording_id="rec_a", name="f"))
+    assert whole == data[: 4 * 1024]
+    w.abort()
+    with pytest.raises(cc.TamperedError):
+        list(cc.decrypt_prefix(io.BytesIO(blob), bytes(32), recording_id="rec_a", name="f"))

@@ -29,11 +29,12 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtcpSrPacket
 from aiortc.utils import uint16_add, uint16_gt
 
-from shared.backup import capture_dir, segment_name
+from shared.backup import capture_dir, pseudonym, segment_name
 from shared.capture_format import Frame, SegmentHeader, SegmentWriter
 from shared.events import captures as cap
 from shared.events import now
 from shared.events.base import Event
+from shared.recording_key import RecordingKey
 
 from . import facts, media, metrics
 
@@ -67,6 +68,7 @@ class TrackIdentity:
     session_id: str
     kind: str  # "audio" | "video"
     rec_dir: Path
+    key: RecordingKey  # the recording's data key: segments are written encrypted
 
     @property
     def track_id(self) -> str:
@@ -255,7 +257,12 @@ class TrackCapture:
 
     def _open_segment(self) -> None:
         i = self.ident
-        path = capture_dir(i.rec_dir, i.participant_id, i.track_id) / segment_name(self.seq)
+        key = i.key.data_key
+        # Pseudonymous folders: the backup's names say nothing of who was on the call.
+        folder = capture_dir(
+            i.rec_dir, pseudonym(key, i.participant_id), pseudonym(key, i.track_id)
+        )
+        path = folder / segment_name(self.seq)
         header = SegmentHeader(
             recording_id=i.recording_id,
             track_id=i.track_id,
@@ -264,8 +271,11 @@ class TrackCapture:
             clock_rate=self._clock_rate,
             channels=self._channels,
             seq=self.seq,
+            participant_id=i.participant_id,
+            session_id=i.session_id,
         )
-        self._writer = SegmentWriter(path, header)
+        name = path.relative_to(i.rec_dir).as_posix()
+        self._writer = SegmentWriter(path, header, key=key, name=name)
         self._rotation_pli_sent = False
 
     def _finish_segment(self) -> None:
@@ -331,7 +341,7 @@ class TrackCapture:
         if self._keep is not None:
             # In the store before the event says it exists: no reader ever misses it. The local
             # copy goes only after the event: killed in between, salvage finds it again.
-            await self._keep(writer.path, sha256=writer.digest.sha256, drop_local=False)
+            await self._keep(writer.path, sha256=writer.stored.sha256, drop_local=False)
         await self._publish(event)
         if self._keep is not None:
             await asyncio.to_thread(writer.path.unlink, missing_ok=True)

@@ -3,6 +3,9 @@
 - ``<seq>.rgc.part`` (a segment being written at the crash): its complete records are rewritten
   to ``<seq>.rgc`` with a fresh digest; a cut-off last record is dropped. The ``.part`` is first
   renamed to ``<seq>.rgc.salvage``, so a crash during salvage is resumed by the next start.
+  Segments are encrypted: the chunks that verify are read (``chunkcrypt.decrypt_prefix``: the
+  one the writer was filling is lost, as its file buffer was before), and the rewrite is a new
+  encrypted file under a fresh salt. Each recording's key is asked of the vault ("salvage").
 - every ``<seq>.rgc`` without a ``segment_written`` event (e.g. killed between rename and publish)
   gets one, and a track without ``track_started`` gets one from its segment header.
 
@@ -20,7 +23,8 @@ from pathlib import Path
 
 from nats.js import JetStreamContext
 
-from shared.backup import UnsafePath, inside, recording_dir
+from shared import chunkcrypt
+from shared.backup import UnsafePath, inside, pseudonym, recording_dir
 from shared.capture_format import (
     PART_SUFFIX,
     SEGMENT_SUFFIX,
@@ -36,11 +40,13 @@ from shared.events import now
 from shared.events.base import Event
 from shared.ids import TENANT_ID_RE, is_recording_id, is_safe_name
 from shared.integrity import Digest
+from shared.recording_key import RecordingKey, RecordingKeyError
 
 from . import facts
 from .capture import Keep
 from .session import Publish
 from .stop import capture_state
+from .whip import FetchKey
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +58,38 @@ class FoundSegment:
     participant_id: str
     header: SegmentHeader
     rel_path: str
-    sha256: str
+    sha256: str  # of the plaintext, as in the event
     size: int
     stats: SegmentStats
+    stored_sha256: str  # of the file's bytes, for the backup store
 
 
-def _rewrite(salvage: Path, final: Path) -> int:
+@dataclass(frozen=True)
+class Crypt:
+    """What reading and writing one recording's segments takes: its key and folder."""
+
+    key: bytearray
+    recording_id: str
+    rec_dir: Path
+
+    def name(self, path: Path) -> str:
+        return path.relative_to(self.rec_dir).as_posix()
+
+
+def _rewrite(salvage: Path, final: Path, crypt: Crypt) -> int:
     """Copy the complete records of ``salvage`` into ``final`` (via its .part); frames kept."""
     part = final.with_name(final.name + PART_SUFFIX)
     part.unlink(missing_ok=True)
+    name = crypt.name(final)  # a .part is sealed under its final name
     try:
-        header, frames = read_segment(salvage)
-    except (SegmentFormatError, ValueError, OSError):
+        header, frames = read_segment(
+            salvage, key=crypt.key, recording_id=crypt.recording_id, name=name, salvage=True
+        )
+    except (SegmentFormatError, ValueError, OSError, chunkcrypt.ChunkCryptError):
         # The header is written before any frame: a file without one holds nothing to keep.
         salvage.unlink()
         return 0
-    writer = SegmentWriter(final, header)
+    writer = SegmentWriter(final, header, key=crypt.key, name=name)
     for frame in frames:
         writer.append(frame)
     kept = writer.stats.frames
@@ -80,7 +102,7 @@ def _rewrite(salvage: Path, final: Path) -> int:
     return kept
 
 
-def finish_partials(track_dir: Path) -> int:
+def finish_partials(track_dir: Path, crypt: Crypt) -> int:
     """Turn every leftover ``*.part`` of one track into a finished segment; frames recovered."""
     recovered = 0
     for part in sorted(track_dir.glob(f"*{SEGMENT_SUFFIX}{PART_SUFFIX}")):
@@ -95,12 +117,14 @@ def finish_partials(track_dir: Path) -> int:
         if final.exists():
             salvage.unlink()
         else:
-            recovered += _rewrite(salvage, final)
+            recovered += _rewrite(salvage, final, crypt)
     return recovered
 
 
-def scan_segment(path: Path) -> tuple[SegmentHeader, Digest, SegmentStats]:
-    header, frames = read_segment(path)
+def scan_segment(path: Path, crypt: Crypt) -> tuple[SegmentHeader, Digest, Digest, SegmentStats]:
+    """Header, plaintext digest, stored digest and stats of a finished segment (verified)."""
+    name = crypt.name(path)
+    header, frames = read_segment(path, key=crypt.key, recording_id=crypt.recording_id, name=name)
     stats = SegmentStats()
     for f in frames:
         if stats.frames == 0:
@@ -108,14 +132,35 @@ def scan_segment(path: Path) -> tuple[SegmentHeader, Digest, SegmentStats]:
         stats.frames += 1
         stats.keyframes += int(f.keyframe)
         stats.last_rtp_ts, stats.last_wallclock_ns = f.rtp_ts, f.wallclock_ns
-    digest = Digest()
+    stored = Digest()
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return header, digest, stats
+            stored.update(chunk)
+        if not _encrypted(path):
+            return header, stored, stored, stats  # written before encryption
+        fh.seek(0)
+        plain = Digest()
+        for piece in chunkcrypt.decrypt_stream(
+            fh, crypt.key, recording_id=crypt.recording_id, name=name
+        ):
+            plain.update(piece)
+    return header, plain, stored, stats
 
 
-def recover_recording(rec_dir: Path, known: set[tuple[str, int]]) -> list[FoundSegment]:
+def _encrypted(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(len(chunkcrypt.MAGIC)) == chunkcrypt.MAGIC
+
+
+def _folder_of(crypt: Crypt, name: str, folder: str) -> bool:
+    """Is ``folder`` the one that stands for ``name`` (a pseudonym, or the name itself in a
+    backup written before encryption)?"""
+    return folder in (name, pseudonym(crypt.key, name))
+
+
+def recover_recording(
+    rec_dir: Path, known: set[tuple[str, int]], crypt: Crypt
+) -> list[FoundSegment]:
     """Finish partial segments under ``rec_dir`` and list finished ones not in ``known``."""
     found: list[FoundSegment] = []
     capture_root = rec_dir / "capture"
@@ -125,31 +170,34 @@ def recover_recording(rec_dir: Path, known: set[tuple[str, int]]) -> list[FoundS
         for tdir in sorted(t for t in pdir.iterdir() if t.is_dir()):
             if not is_safe_name(tdir.name):
                 continue
-            frames = finish_partials(tdir)
+            frames = finish_partials(tdir, crypt)
             if frames:
                 log.info(
                     "salvaged a partial segment", extra={"track_id": tdir.name, "frames": frames}
                 )
             for seg in sorted(tdir.glob(f"*{SEGMENT_SUFFIX}")):
                 try:
-                    header, digest, stats = scan_segment(seg)
-                except (SegmentFormatError, ValueError, OSError) as exc:
+                    header, digest, stored, stats = scan_segment(seg, crypt)
+                except (SegmentFormatError, ValueError, OSError, chunkcrypt.ChunkCryptError) as exc:
                     log.warning(
                         "unreadable segment left as is", extra={"path": str(seg), "error": str(exc)}
                     )
                     continue
-                if header.track_id != tdir.name or (header.track_id, header.seq) in known:
+                if not _folder_of(crypt, header.track_id, tdir.name):
+                    continue
+                if (header.track_id, header.seq) in known:
                     continue
                 if stats.frames == 0:
                     continue
                 found.append(
                     FoundSegment(
-                        participant_id=pdir.name,
+                        participant_id=header.participant_id or pdir.name,
                         header=header,
                         rel_path=seg.relative_to(rec_dir).as_posix(),
                         sha256=digest.sha256,
                         size=digest.size,
                         stats=stats,
+                        stored_sha256=stored.sha256,
                     )
                 )
     return found
@@ -221,7 +269,11 @@ def _recordings_on_disk(root: Path) -> list[tuple[str, str]]:
 
 
 async def salvage(
-    js: JetStreamContext, backup_root: Path, publish: Publish, keep: Keep | None = None
+    js: JetStreamContext,
+    backup_root: Path,
+    publish: Publish,
+    fetch_key: FetchKey,
+    keep: Keep | None = None,
 ) -> int:
     """Recover every unclosed recording under ``backup_root``; returns events published. With
     ``keep`` (an object store), each recovered segment is put in the store before its event."""
@@ -230,24 +282,51 @@ async def salvage(
         state = await capture_state(js, rid)
         if state.closed is not None:
             continue  # closed captures are the transcoder's now; never change their files
-        rec_dir = recording_dir(backup_root, tenant_id, rid)
-        found = await asyncio.to_thread(recover_recording, rec_dir, set(state.segments))
-        if keep is not None:
-            # Keep the local copy until its event is out: killed in between, the next start
-            # must still find the segment here (it never looks in the store).
-            for seg in found:
-                await keep(rec_dir / seg.rel_path, sha256=seg.sha256, drop_local=False)
-        for event in salvage_events(state, found, recording_id=rid, tenant_id=tenant_id):
-            await publish(event)
-            published += 1
-        if keep is not None:
-            # In the store, and now named by an event: this machine's copies are done with
-            # (those of a start killed after its publishes, before this clean-up, too).
-            done: list[Path | None] = [rec_dir / seg.rel_path for seg in found]
-            done += [_inside(rec_dir, seg.path) for seg in state.segments.values()]
-            await asyncio.to_thread(_unlink_all, done)
-        if found:
-            log.info("salvaged segments", extra={"recording_id": rid, "segments": len(found)})
+        try:
+            key = await fetch_key(rid, tenant_id, "salvage")
+        except RecordingKeyError as exc:
+            if exc.transient:
+                raise  # the vault is not there yet: the supervisor starts the proxy again
+            log.warning(
+                "recording left as is: its key was refused",
+                extra={"recording_id": rid, "reason": str(exc)},
+            )
+            continue
+        try:
+            rec_dir = recording_dir(backup_root, tenant_id, rid)
+            published += await _salvage_one(rec_dir, publish, keep, key, state)
+        finally:
+            key.wipe()
+    return published
+
+
+async def _salvage_one(
+    rec_dir: Path,
+    publish: Publish,
+    keep: Keep | None,
+    key: RecordingKey,
+    state: facts.CaptureState,
+) -> int:
+    published = 0
+    rid, tenant_id = rec_dir.name, rec_dir.parent.name
+    crypt = Crypt(key.data_key, rid, rec_dir)
+    found = await asyncio.to_thread(recover_recording, rec_dir, set(state.segments), crypt)
+    if keep is not None:
+        # Keep the local copy until its event is out: killed in between, the next start
+        # must still find the segment here (it never looks in the store).
+        for seg in found:
+            await keep(rec_dir / seg.rel_path, sha256=seg.stored_sha256, drop_local=False)
+    for event in salvage_events(state, found, recording_id=rid, tenant_id=tenant_id):
+        await publish(event)
+        published += 1
+    if keep is not None:
+        # In the store, and now named by an event: this machine's copies are done with
+        # (those of a start killed after its publishes, before this clean-up, too).
+        done: list[Path | None] = [rec_dir / seg.rel_path for seg in found]
+        done += [_inside(rec_dir, seg.path) for seg in state.segments.values()]
+        await asyncio.to_thread(_unlink_all, done)
+    if found:
+        log.info("salvaged segments", extra={"recording_id": rid, "segments": len(found)})
     return published
 
 

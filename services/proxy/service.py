@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 
 from shared import checks, natsio
+from shared.recording_key import RecordingKey, fetch_recording_key
 from shared.service import ServiceContext, backup_spool, main
 from shared.tls import ensure_self_signed, server_context
 
@@ -31,15 +32,22 @@ async def serve(ctx: ServiceContext[ProxyConfig]) -> None:
     publish = make_publish(ctx.js)
     backup_root = config.backup_root
 
+    async def fetch_key(recording_id: str, tenant_id: str, purpose: str) -> RecordingKey:
+        return await fetch_recording_key(
+            ctx.nc, recording_id=recording_id, tenant_id=tenant_id, purpose=purpose, service="proxy"
+        )
+
     spool = await backup_spool(ctx)
     keep = spool.keep if spool.remote else None
-    recovered = await salvage(ctx.js, backup_root, publish, keep)
+    recovered = await salvage(ctx.js, backup_root, publish, fetch_key, keep)
     metrics.SALVAGED_EVENTS.inc(recovered)
     if recovered:
         log.info("recovered capture events after a restart", extra={"events": recovered})
 
     sessions = Sessions(config, keep=keep)
-    app = build_app(sessions=sessions, js=ctx.js, publish=publish, backup_root=backup_root)
+    app = build_app(
+        sessions=sessions, js=ctx.js, publish=publish, backup_root=backup_root, fetch_key=fetch_key
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.whip_host, config.whip_port, ssl_context=ssl_context)

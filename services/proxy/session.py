@@ -27,6 +27,7 @@ from shared import natsio
 from shared.events import captures as cap
 from shared.events import now
 from shared.events.base import Event
+from shared.recording_key import RecordingKey
 
 from . import capture, facts, media, metrics
 from .config import ProxyConfig
@@ -130,8 +131,10 @@ class WhipSession:
         display_name: str,
         rec_dir: Path,
         publish: Publish,
+        key: RecordingKey,
     ) -> None:
         self.registry = registry
+        self.key = key  # this session's copy of the recording key, wiped when it has ended
         self.config = registry.config
         self.recording_id = recording_id
         self.tenant_id = tenant_id
@@ -180,6 +183,7 @@ class WhipSession:
             session_id=self.session_id,
             kind=track.kind,
             rec_dir=self.rec_dir,
+            key=self.key,
         )
         cap_ = capture.TrackCapture(
             ident,
@@ -285,6 +289,12 @@ class WhipSession:
         return self._end_task
 
     async def _end(self, reason: str) -> None:
+        try:
+            await self._finish(reason)
+        finally:
+            self.key.wipe()  # every segment of the session is written: the key's job is done
+
+    async def _finish(self, reason: str) -> None:
         log.info(
             "ending session",
             extra={

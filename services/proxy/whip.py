@@ -22,6 +22,7 @@ from shared import natsio
 from shared.backup import recording_dir
 from shared.events import recordings
 from shared.ids import is_recording_id, slugify
+from shared.recording_key import RecordingKey, RecordingKeyError
 
 from .errors import WhipRefused
 from .media import MAX_SDP_BYTES
@@ -48,6 +49,8 @@ SESSIONS_KEY = web.AppKey("sessions", Sessions)
 JS_KEY = web.AppKey("js", JetStreamContext)
 PUBLISH_KEY: web.AppKey[Publish] = web.AppKey("publish")
 BACKUP_KEY = web.AppKey("backup_root", Path)
+FetchKey = Callable[[str, str, str], Awaitable[RecordingKey]]  # (recording, tenant, purpose)
+FETCH_KEY: web.AppKey[FetchKey] = web.AppKey("fetch_key")
 
 
 def text(status: int, message: str) -> web.Response:
@@ -172,6 +175,16 @@ async def post_offer(request: web.Request) -> web.Response:
     sessions.check_admission(rid, participant_id)
     rec_dir = recording_dir(request.app[BACKUP_KEY], started.tenant_id, rid)
     publish: Publish = request.app[PUBLISH_KEY]
+    try:
+        # One request per session: the vault audits it, and the session wipes its copy at end.
+        key = await request.app[FETCH_KEY](rid, started.tenant_id, "capture")
+    except RecordingKeyError as exc:
+        log.warning("no recording key", extra={"recording_id": rid, "reason": str(exc)})
+        if exc.transient:
+            raise WhipRefused(
+                503, "The proxy could not get this recording's key; try again."
+            ) from None
+        raise WhipRefused(410, "This recording can no longer be recorded.") from None
     session = WhipSession(
         registry=sessions,
         recording_id=rid,
@@ -180,6 +193,7 @@ async def post_offer(request: web.Request) -> web.Response:
         display_name=display_name,
         rec_dir=rec_dir,
         publish=publish,
+        key=key,
     )
     try:
         sessions.add(session)
@@ -277,13 +291,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def build_app(
-    *, sessions: Sessions, js: JetStreamContext, publish: Publish, backup_root: Path
+    *,
+    sessions: Sessions,
+    js: JetStreamContext,
+    publish: Publish,
+    backup_root: Path,
+    fetch_key: FetchKey,
 ) -> web.Application:
     app = web.Application(middlewares=[errors_and_cors], client_max_size=MAX_SDP_BYTES)
     app[SESSIONS_KEY] = sessions
     app[JS_KEY] = js
     app[PUBLISH_KEY] = publish
     app[BACKUP_KEY] = backup_root
+    app[FETCH_KEY] = fetch_key
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/whip/{rid}", post_offer)
     app.router.add_options("/whip/{rid}", options(ENDPOINT_ALLOW))

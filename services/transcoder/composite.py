@@ -8,6 +8,7 @@ The grid follows joins and leaves: a participant has a cell while any of their t
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from .remux import (
     mux_in_order,
     track_frames,
 )
+from .sealing import RecordingFiles
 from .state import Segment
 
 WIDTH, HEIGHT, FPS = 640, 360, 15
@@ -220,9 +222,9 @@ class Canvas:
 class _Picture:
     """A participant's current picture, advanced as the output clock moves."""
 
-    def __init__(self, member: Member, rec_dir: Path) -> None:
+    def __init__(self, member: Member, files: RecordingFiles) -> None:
         self._source = decoded_video(
-            member.video(), lambda t: track_frames(rec_dir, t), member.offset_ms
+            member.video(), lambda t: track_frames(files, t), member.offset_ms
         )
         self._next: tuple[int, av.VideoFrame] | None = None
         self.current: av.VideoFrame | None = None
@@ -256,8 +258,10 @@ class _Picture:
         return out
 
 
-def _video_packets(plan: CompositePlan, rec_dir: Path, st: Any, index: int) -> Iterator[OutPacket]:
-    pictures = {m.participant_id: _Picture(m, rec_dir) for m in plan.members if m.video()}
+def _video_packets(
+    plan: CompositePlan, files: RecordingFiles, st: Any, index: int
+) -> Iterator[OutPacket]:
+    pictures = {m.participant_id: _Picture(m, files) for m in plan.members if m.video()}
 
     def frames() -> Iterator[av.VideoFrame]:
         k = 0
@@ -282,9 +286,11 @@ def _video_packets(plan: CompositePlan, rec_dir: Path, st: Any, index: int) -> I
     yield from encoded(st, frames(), index)
 
 
-def _audio_packets(plan: CompositePlan, rec_dir: Path, st: Any, index: int) -> Iterator[OutPacket]:
+def _audio_packets(
+    plan: CompositePlan, files: RecordingFiles, st: Any, index: int
+) -> Iterator[OutPacket]:
     voices = [
-        AlignedPcm(decoded_audio(m.audio(), lambda t: track_frames(rec_dir, t), m.offset_ms))
+        AlignedPcm(decoded_audio(m.audio(), lambda t: track_frames(files, t), m.offset_ms))
         for m in plan.members
         if m.audio()
     ]
@@ -308,13 +314,16 @@ def _audio_packets(plan: CompositePlan, rec_dir: Path, st: Any, index: int) -> I
 
 
 def render(
-    plan: CompositePlan, rec_dir: Path, out_path: Path, *, max_bytes_per_s: int = 0
+    plan: CompositePlan,
+    files: RecordingFiles,
+    out_file: Path | io.RawIOBase,
+    *,
+    max_bytes_per_s: int = 0,
 ) -> RemuxResult:
-    """Write the composite to ``out_path``, one frame at a time."""
+    """Write the composite to ``out_file`` (a path or a seekable file), one frame at a time."""
     throttle = Throttle(max_bytes_per_s)
-    with av.open(
-        str(out_path), "w", format=plan.container, container_options=CONTAINER_OPTIONS
-    ) as out:
+    target = str(out_file) if isinstance(out_file, Path) else out_file
+    with av.open(target, "w", format=plan.container, container_options=CONTAINER_OPTIONS) as out:
         sources: list[Iterator[OutPacket]] = []
         if plan.video_codec:
             if plan.video_codec == "video/h264":
@@ -325,7 +334,7 @@ def render(
             vst.width, vst.height, vst.pix_fmt = WIDTH, HEIGHT, "yuv420p"
             vst.codec_context.time_base = TIME_BASE
             vst.time_base = TIME_BASE
-            sources.append(_video_packets(plan, rec_dir, vst, len(sources)))
+            sources.append(_video_packets(plan, files, vst, len(sources)))
         if plan.audio_codec:
             if plan.audio_codec == "audio/aac":
                 ast = out.add_stream("aac", rate=RATE, layout="stereo")
@@ -333,5 +342,5 @@ def render(
                 ast = out.add_stream("libopus", rate=RATE, layout="stereo")
             ast.bit_rate = OPUS_BIT_RATE if plan.audio_codec == "audio/opus" else 128_000
             ast.time_base = Fraction(1, RATE)
-            sources.append(_audio_packets(plan, rec_dir, ast, len(sources)))
+            sources.append(_audio_packets(plan, files, ast, len(sources)))
         return mux_in_order(out, sources, throttle)

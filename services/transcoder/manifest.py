@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from shared.events.transcodes import FileRole, SealedFile
 from shared.integrity import FileDigest
 
@@ -143,11 +145,19 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
 
 
 def sealed_files(
-    media: list[MediaFile], sums: FileDigest, manifest: FileDigest, signature: FileDigest
+    media: list[MediaFile],
+    sums: FileDigest,
+    manifest: FileDigest,
+    signature: FileDigest,
+    stored_as: dict[str, str] | None = None,
 ) -> list[SealedFile]:
+    """The event's file list; ``stored_as`` maps a media file's name to its name in the backup
+    (sidecars keep theirs: they say nothing of the call)."""
+    stored = stored_as or {}
     files = [
         SealedFile(
             name=m.plan.name,
+            stored_as=stored.get(m.plan.name, msgspec.UNSET),
             role="media",
             size=m.digest.size,
             sha256=m.digest.sha256,

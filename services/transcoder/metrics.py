@@ -12,7 +12,7 @@ from shared.events.transcodes import SealedFile
 
 OUTCOMES = ("sealed", "quarantined")
 OUTPUT_KINDS = ("participant", "composite", "manifest", "signature", "checksums")
-RETRY_REASONS = ("incomplete", "io", "remux", "busy")
+RETRY_REASONS = ("incomplete", "io", "remux", "busy", "vault")
 
 TRANSCODE_SECONDS = Histogram(
     "resguardo_transcoder_transcode_seconds",
@@ -43,7 +43,7 @@ RETRIES = Counter(
     "resguardo_transcoder_retries_total",
     "Recordings put back for a later try, by reason: incomplete (the capture is not all there "
     "yet), io (the output could not be written), remux (remuxing failed), busy (another "
-    "instance holds the recording).",
+    "instance holds the recording), vault (the recording's key could not be had yet).",
     ["reason"],
 )
 

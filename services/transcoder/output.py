@@ -1,6 +1,8 @@
 """The output folder: verify the capture, remux into a staging folder (and render the call's
 composite), write SHA256SUMS, manifest.json and its Ed25519 signature manifest.json.sig, make it
-durable, and rename it to its final name in one step.
+durable, and rename it to its final name in one step. Every file is written encrypted under the
+recording's key (``.sealing``), media files under pseudonymous names (``SealedFile.stored_as``);
+the digests in the sealed event and the manifest are the plaintext's, read back by decrypting.
 
 A process killed at any point leaves either no output folder or a complete one; a staging folder
 left behind by a crash is deleted by the next run.
@@ -17,6 +19,8 @@ any of them might still be the one sealed.
 
 from __future__ import annotations
 
+import functools
+import io
 import logging
 import os
 import secrets
@@ -31,10 +35,9 @@ from shared import signing
 from shared.backup import output_dir
 from shared.capture_format import fsync_dir
 from shared.events.transcodes import SealedFile
-from shared.integrity import CHUNK, Digest, FileDigest, digest_file, sha256sums
+from shared.integrity import FileDigest, sha256sums
 
 from .composite import CompositePlan, render
-from .errors import SegmentInvalid
 from .manifest import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
@@ -45,7 +48,8 @@ from .manifest import (
     sealed_files,
 )
 from .plan import FilePlan, OutputOptions
-from .remux import remux, segment_path
+from .remux import RemuxResult, remux
+from .sealing import RecordingFiles
 from .state import RecordingCapture, Segment
 
 log = logging.getLogger(__name__)
@@ -58,26 +62,14 @@ ATTEMPT_PREFIX = "output-"  # output-<attempt>: one folder per transcoding attem
 class Sealed:
     output: Path
     files: list[SealedFile]
+    stored_sha256: dict[str, str]  # stored name -> SHA-256 of the bytes on disk (ciphertext)
 
 
-def verify_segments(rec_dir: Path, segments: list[Segment]) -> None:
-    """Every segment exists with the size and SHA-256 its event announced (streamed, one pass)."""
+def verify_segments(files: RecordingFiles, segments: list[Segment]) -> None:
+    """Every segment decrypts, whole and authentic, to the size and SHA-256 its event announced
+    (streamed, one pass each); else ``SegmentInvalid`` naming the file."""
     for seg in segments:
-        path = segment_path(rec_dir, seg.path)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise SegmentInvalid(f"capture segment {seg.path} is missing") from None
-        if size != seg.size:
-            raise SegmentInvalid(
-                f"capture segment {seg.path} has {size} bytes, but {seg.size} were written"
-            )
-        digest = digest_file(path)
-        if digest.sha256 != seg.sha256:
-            raise SegmentInvalid(
-                f"capture segment {seg.path} has SHA-256 {digest.sha256}, "
-                f"but {seg.sha256} was written"
-            )
+        files.verify_segment(seg.path, seg.size, seg.sha256)
 
 
 def clear_previous(rec_dir: Path) -> None:
@@ -94,30 +86,12 @@ def clear_previous(rec_dir: Path) -> None:
         shutil.rmtree(out)
 
 
-def _sync_digest(path: Path) -> FileDigest:
-    digest = Digest()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-        os.fsync(fh.fileno())
-    return FileDigest(digest.sha256, digest.crc32, digest.size)
-
-
-def _write_synced(path: Path, data: bytes) -> FileDigest:
-    digest = Digest()
-    digest.update(data)
-    with path.open("xb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return FileDigest(digest.sha256, digest.crc32, digest.size)
-
-
 def build_output(
     rec_dir: Path,
     state: RecordingCapture,
     plans: list[FilePlan],
     *,
+    key: bytes | bytearray,
     signing_key: Ed25519PrivateKey,
     options: OutputOptions | None = None,
     composite: CompositePlan | None = None,
@@ -125,36 +99,55 @@ def build_output(
     folder: str = "output",
     still_mine: Callable[[], None] = lambda: None,
 ) -> Sealed:
-    """Verify, remux, render the composite and seal into ``rec_dir/folder``; raises
+    """Verify, remux, render the composite and seal into ``rec_dir/folder``, every file
+    encrypted under the recording's ``key`` (media files under pseudonymous names); raises
     ``SegmentInvalid`` (quarantine) before writing anything if a segment is missing or altered.
     ``still_mine`` raises when the attempt lost its lease: checked before anything is deleted
     and between files, so a stale attempt stops early. Blocking: run it in a thread."""
-    verify_segments(rec_dir, sorted(state.segments.values(), key=lambda s: (s.track_id, s.seq)))
+    files = RecordingFiles(rec_dir, state.recording_id, key)
+    verify_segments(files, sorted(state.segments.values(), key=lambda s: (s.track_id, s.seq)))
     still_mine()
     clear_previous(rec_dir)
     staging = rec_dir / f"{STAGING_PREFIX}{secrets.token_hex(6)}"
     staging.mkdir()
+    stored_as: dict[str, str] = {}  # real name -> stored name, media files only
+    stored_sha256: dict[str, str] = {}
+
+    def sealed_media(
+        plan: FilePlan | CompositePlan, write: Callable[[io.RawIOBase], RemuxResult]
+    ) -> MediaFile:
+        stored = files.stored_name(plan.name)
+        # The AAD binds the file's path in the recording as it will be once staging is renamed.
+        path, name = staging / stored, f"{folder}/{stored}"
+        with files.create(path, name) as fh:  # aborted (reads as truncated) if ``write`` fails
+            result = write(fh)
+        digest = files.digest(path, name)
+        stored_as[plan.name] = stored
+        stored_sha256[stored] = digest.stored_sha256
+        return MediaFile(plan, digest.plain, result.duration_s)
+
+    def sidecar(file_name: str, data: bytes) -> FileDigest:
+        digest = files.write_small(staging / file_name, f"{folder}/{file_name}", data)
+        stored_sha256[file_name] = digest.stored_sha256
+        return digest.plain
+
     try:
         media: list[MediaFile] = []
         for plan in plans:
             still_mine()
-            path = staging / plan.name
-            result = remux(plan, rec_dir, path, max_bytes_per_s=max_bytes_per_s)
-            media.append(MediaFile(plan, _sync_digest(path), result.duration_s))
+            write = functools.partial(remux, plan, files, max_bytes_per_s=max_bytes_per_s)
+            media.append(sealed_media(plan, write))
         if composite is not None:
             still_mine()
-            path = staging / composite.name
-            result = render(composite, rec_dir, path, max_bytes_per_s=max_bytes_per_s)
-            media.append(MediaFile(composite, _sync_digest(path), result.duration_s))
-        sums = _write_synced(
-            staging / SUMS_NAME, sha256sums((m.plan.name, m.digest.sha256) for m in media).encode()
+            draw = functools.partial(render, composite, files, max_bytes_per_s=max_bytes_per_s)
+            media.append(sealed_media(composite, draw))
+        sums = sidecar(
+            SUMS_NAME, sha256sums((m.plan.name, m.digest.sha256) for m in media).encode()
         )
         key_id = signing.key_id(signing_key.public_key())
         text = manifest_bytes(build_manifest(state, media, signing_key_id=key_id, options=options))
-        manifest = _write_synced(staging / MANIFEST_NAME, text)
-        signature = _write_synced(
-            staging / SIGNATURE_NAME, signing.sign(signing_key, text).encode()
-        )
+        manifest = sidecar(MANIFEST_NAME, text)
+        signature = sidecar(SIGNATURE_NAME, signing.sign(signing_key, text).encode())
         fsync_dir(staging)
         final = rec_dir / folder
         still_mine()
@@ -163,7 +156,7 @@ def build_output(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Sealed(final, sealed_files(media, sums, manifest, signature))
+    return Sealed(final, sealed_files(media, sums, manifest, signature, stored_as), stored_sha256)
 
 
 def remove_other_outputs(sealed: Path) -> None:

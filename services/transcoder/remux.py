@@ -6,6 +6,7 @@ the file's streams. When every stream is re-encoded, each encoder runs in its ow
 from __future__ import annotations
 
 import heapq
+import io
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,8 +16,7 @@ from typing import Any
 
 import av
 
-from shared.backup import UnsafePath, inside
-from shared.capture_format import Frame, SegmentFormatError, read_segment
+from shared.capture_format import Frame
 
 from .errors import SegmentInvalid
 from .media import (
@@ -40,6 +40,7 @@ from .plan import (
     vp8_dimensions,
 )
 from .prefetch import prefetched
+from .sealing import RecordingFiles
 
 TIME_BASE = Fraction(1, UNITS_PER_S)
 OPUS_RATE = 48_000
@@ -94,26 +95,11 @@ def mux_in_order(
     return RemuxResult(duration_s=end_ms / UNITS_PER_S, packets=count)
 
 
-def segment_path(rec_dir: Path, relative: str) -> Path:
-    try:
-        return inside(rec_dir, relative)
-    except UnsafePath:
-        raise SegmentInvalid(
-            f"capture segment path {relative!r} leaves the recording folder"
-        ) from None
-
-
-def track_frames(rec_dir: Path, track: TrackPlan) -> Generator[Frame | None, None, None]:
-    """The track's frames from its segment files, in order, one at a time; ``SEGMENT_START``
-    (None) before each segment's first frame."""
+def track_frames(files: RecordingFiles, track: TrackPlan) -> Generator[Frame | None, None, None]:
+    """The track's frames from its segment files, in order, one at a time, verified as they are
+    decrypted; ``SEGMENT_START`` (None) before each segment's first frame."""
     for seg in track.segments:
-        path = segment_path(rec_dir, seg.path)
-        try:
-            header, frames = read_segment(path)
-        except FileNotFoundError:
-            raise SegmentInvalid(f"capture segment {seg.path} is missing") from None
-        except (SegmentFormatError, ValueError) as exc:
-            raise SegmentInvalid(f"capture segment {seg.path} is not readable: {exc}") from None
+        header, frames = files.read(seg.path)
         if header.track_id != track.track_id:
             frames.close()  # type: ignore[attr-defined]
             raise SegmentInvalid(f"capture segment {seg.path} belongs to another track")
@@ -121,9 +107,9 @@ def track_frames(rec_dir: Path, track: TrackPlan) -> Generator[Frame | None, Non
         yield from frames
 
 
-def _first_keyframe(rec_dir: Path, stream: StreamPlan) -> bytes | None:
+def _first_keyframe(files: RecordingFiles, stream: StreamPlan) -> bytes | None:
     for track in stream.tracks:
-        frames = track_frames(rec_dir, track)
+        frames = track_frames(files, track)
         try:
             for frame in frames:
                 if frame is not None and (frame.keyframe or vp8_dimensions(frame.data)):
@@ -133,9 +119,9 @@ def _first_keyframe(rec_dir: Path, stream: StreamPlan) -> bytes | None:
     return None
 
 
-def video_size(rec_dir: Path, stream: StreamPlan) -> tuple[int, int]:
+def video_size(files: RecordingFiles, stream: StreamPlan) -> tuple[int, int]:
     """Width and height of the stream's first key frame (Matroska needs them up front)."""
-    data = _first_keyframe(rec_dir, stream)
+    data = _first_keyframe(files, stream)
     if data is None:
         raise SegmentInvalid(f"the {stream.codec} stream has no key frame to start from")
     codec = stream.tracks[0].codec if stream.tracks else stream.codec
@@ -154,11 +140,11 @@ def video_size(rec_dir: Path, stream: StreamPlan) -> tuple[int, int]:
     raise SegmentInvalid(f"the first {stream.codec} key frame gave no picture size")
 
 
-def _add_stream(out: Any, rec_dir: Path, stream: StreamPlan) -> Any:
+def _add_stream(out: Any, files: RecordingFiles, stream: StreamPlan) -> Any:
     if stream.reencode:
-        return _add_encoder(out, rec_dir, stream)
+        return _add_encoder(out, files, stream)
     if stream.kind == "video":
-        width, height = video_size(rec_dir, stream)
+        width, height = video_size(files, stream)
         st = out.add_mux_stream(stream.info.av_name, width=width, height=height)
     elif stream.codec == "audio/opus":
         # A libopus stream carries the OpusHead header WebM requires; nothing is encoded.
@@ -175,9 +161,9 @@ AAC_BIT_RATE = 128_000
 VIDEO_RATE_HINT = 30
 
 
-def _add_encoder(out: Any, rec_dir: Path, stream: StreamPlan) -> Any:
+def _add_encoder(out: Any, files: RecordingFiles, stream: StreamPlan) -> Any:
     if stream.output_codec == "video/h264":
-        width, height = video_size(rec_dir, stream)
+        width, height = video_size(files, stream)
         st = add_h264_encoder(out, VIDEO_RATE_HINT, H264_OPTIONS)
         st.width, st.height = width - width % 2, height - height % 2
         st.pix_fmt = "yuv420p"
@@ -192,8 +178,8 @@ def _add_encoder(out: Any, rec_dir: Path, stream: StreamPlan) -> Any:
     raise SegmentInvalid(f"cannot encode {stream.output_codec}")
 
 
-def passed_through(rec_dir: Path, stream: StreamPlan, st: Any, index: int) -> Packets:
-    for tf in timed_frames(stream, lambda t: track_frames(rec_dir, t), index):
+def passed_through(files: RecordingFiles, stream: StreamPlan, st: Any, index: int) -> Packets:
+    for tf in timed_frames(stream, lambda t: track_frames(files, t), index):
         packet = av.Packet(tf.data)
         packet.pts = packet.dts = pts = tf.pts_ms
         packet.duration = tf.duration_ms
@@ -203,11 +189,11 @@ def passed_through(rec_dir: Path, stream: StreamPlan, st: Any, index: int) -> Pa
         yield OutPacket(pts, index, pts + tf.duration_ms, len(tf.data), packet)
 
 
-def reencoded_video(rec_dir: Path, stream: StreamPlan, st: Any, index: int) -> Packets:
+def reencoded_video(files: RecordingFiles, stream: StreamPlan, st: Any, index: int) -> Packets:
     width, height = st.width, st.height
 
     def pictures() -> Iterator[av.VideoFrame]:
-        for pts, picture in decoded_video([stream], lambda t: track_frames(rec_dir, t)):
+        for pts, picture in decoded_video([stream], lambda t: track_frames(files, t)):
             if (picture.width, picture.height, picture.format.name) != (width, height, "yuv420p"):
                 picture = picture.reformat(width, height, "yuv420p")
             picture.pts = pts
@@ -226,13 +212,13 @@ def stream_span_ms(stream: StreamPlan) -> tuple[int, int]:
 
 
 def reencoded_audio(
-    rec_dir: Path, stream: StreamPlan, st: Any, index: int, window: int = 960
+    files: RecordingFiles, stream: StreamPlan, st: Any, index: int, window: int = 960
 ) -> Packets:
     """Decoded audio placed on the timeline (silence in gaps), in windows on the 20 ms packet
     grid, so a continuous track is never copied sample by sample. PyAV reframes them to the
     encoder's frame size in C (its resampler graph, as the ffmpeg CLI does): no fifo here."""
     start_ms, end_ms = stream_span_ms(stream)
-    pcm = AlignedPcm(decoded_audio([stream], lambda t: track_frames(rec_dir, t)))
+    pcm = AlignedPcm(decoded_audio([stream], lambda t: track_frames(files, t)))
 
     def frames() -> Iterator[av.AudioFrame]:
         position, end = start_ms * SAMPLES_PER_MS, end_ms * SAMPLES_PER_MS
@@ -244,12 +230,12 @@ def reencoded_audio(
     yield from encoded(st, frames(), index)
 
 
-def _packets(rec_dir: Path, stream: StreamPlan, st: Any, index: int) -> Packets:
+def _packets(files: RecordingFiles, stream: StreamPlan, st: Any, index: int) -> Packets:
     if not stream.reencode:
-        return passed_through(rec_dir, stream, st, index)
+        return passed_through(files, stream, st, index)
     if stream.kind == "video":
-        return reencoded_video(rec_dir, stream, st, index)
-    return reencoded_audio(rec_dir, stream, st, index)
+        return reencoded_video(files, stream, st, index)
+    return reencoded_audio(files, stream, st, index)
 
 
 def _threaded(out: Any, plan: FilePlan, sources: list[Packets]) -> list[Packets]:
@@ -264,16 +250,21 @@ def _threaded(out: Any, plan: FilePlan, sources: list[Packets]) -> list[Packets]
 
 
 def remux(
-    plan: FilePlan, rec_dir: Path, out_path: Path, *, max_bytes_per_s: int = 0
+    plan: FilePlan,
+    files: RecordingFiles,
+    out_file: Path | io.RawIOBase,
+    *,
+    max_bytes_per_s: int = 0,
 ) -> RemuxResult:
-    """Write ``plan``'s file to ``out_path``; raises ``SegmentInvalid`` on unreadable input."""
+    """Write ``plan``'s file to ``out_file`` (a path, or a seekable file such as
+    ``RecordingFiles.create``'s, which PyAV does not close); raises ``SegmentInvalid`` on
+    unreadable or tampered input."""
     throttle = Throttle(max_bytes_per_s)
-    with av.open(
-        str(out_path), "w", format=plan.container, container_options=CONTAINER_OPTIONS
-    ) as out:
-        streams = [_add_stream(out, rec_dir, s) for s in plan.streams]
+    target = str(out_file) if isinstance(out_file, Path) else out_file
+    with av.open(target, "w", format=plan.container, container_options=CONTAINER_OPTIONS) as out:
+        streams = [_add_stream(out, files, s) for s in plan.streams]
         pairs = enumerate(zip(plan.streams, streams, strict=True))
-        sources = _threaded(out, plan, [_packets(rec_dir, s, st, i) for i, (s, st) in pairs])
+        sources = _threaded(out, plan, [_packets(files, s, st, i) for i, (s, st) in pairs])
         try:
             return mux_in_order(out, sources, throttle)
         finally:

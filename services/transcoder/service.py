@@ -11,6 +11,9 @@ Many instances, many machines: an attempt works only while it holds the lease
 event with ``first_on_subject``: even an attempt paused past its lease between the two cannot
 make a second one. Each attempt writes its own ``output-<attempt>`` folder (see ``.output``), so
 the one that sealed keeps exactly the files its event describes; a loser deletes its own.
+
+Each attempt asks the vault for the recording's data key once (``.keys``: what a refusal means),
+reads the encrypted segments and writes encrypted outputs with it, and wipes it when it ends.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -39,8 +43,9 @@ from shared.events import recordings as rec
 from shared.events import transcodes as tx
 from shared.leases import LeaseHeld, LeaseLost
 from shared.natsio import ConsumerSpec, Reject, Retry, SubjectTaken
+from shared.recording_key import RecordingKey
 
-from . import metrics
+from . import keys, metrics
 from .composite import CompositePlan, plan_composite
 from .config import TranscoderConfig
 from .errors import PlanError, TranscoderError
@@ -100,12 +105,14 @@ def options_of(started: object) -> OutputOptions:
 class Transcoder:
     def __init__(
         self,
+        nc: NATS,
         js: JetStreamContext,
         config: TranscoderConfig,
         signing_key: Ed25519PrivateKey,
         kv: KeyValue,
         spool: Spool | None = None,
     ) -> None:
+        self.nc = nc  # for the vault's recording-key requests
         self.js = js
         self.kv = kv
         self.config = config
@@ -176,16 +183,46 @@ class Transcoder:
                 lease,
             )
             return
-        await self.fetch_capture(rec_dir, state)
-        await self.transcode(event, rec_dir, state, attempt, lease)
+        key = await self.recording_key(event, attempt, lease)
+        if key is None:
+            return  # quarantined
+        try:
+            await self.fetch_capture(rec_dir, state)
+            await self.transcode(event, rec_dir, state, attempt, lease, key.data_key)
+        finally:
+            key.wipe()  # held for this attempt only
+
+    async def recording_key(
+        self, event: cap.CaptureClosed, attempt: int, lease: leases.Lease
+    ) -> RecordingKey | None:
+        """The recording's key for this attempt; None once the recording is quarantined."""
+        try:
+            return await keys.attempt_key(
+                self.nc,
+                recording_id=event.recording_id,
+                tenant_id=event.tenant_id,
+                service=NAME,
+                attempt=attempt,
+                max_attempts=self.config.transcoder_incomplete_attempts,
+            )
+        except Retry as exc:
+            metrics.RETRIES.labels(reason="vault").inc()
+            ids = {"recording_id": event.recording_id, "tenant_id": event.tenant_id}
+            log.warning("no recording key yet", extra={**ids, "error": str(exc)})
+            raise
+        except keys.KeyRefused as exc:
+            await self.quarantine(event, str(exc), lease)
+            return None
 
     async def fetch_capture(self, rec_dir: Path, state: RecordingCapture) -> None:
         """Bring every segment from the store (when it is not this folder), each verified."""
         if self.spool is None or not self.spool.remote:
             return
         try:
+            # No stored-bytes hash: segments are encrypted and their events know the plaintext's;
+            # verification decrypts each against it (``verify_segments``).
             await self.spool.fetch_all(
-                (rec_dir / seg.path, seg.sha256) for seg in state.segments.values()
+                (rec_dir / seg.path, None) for seg in state.segments.values()
             )
         except ObjectMissing as exc:
             raise Retry(f"a capture segment is not in the backup store yet: {exc}", 5) from None
@@ -200,7 +237,10 @@ class Transcoder:
             return
         try:
             for f in sealed.files:
-                await self.spool.keep(sealed.output / f.name, sha256=f.sha256, drop_local=False)
+                stored = f.stored_name
+                await self.spool.keep(
+                    sealed.output / stored, sha256=sealed.stored_sha256[stored], drop_local=False
+                )
         except BackupStoreError as exc:
             raise Retry(f"could not put the output in the backup store: {exc}", 5) from None
 
@@ -218,6 +258,7 @@ class Transcoder:
         state: RecordingCapture,
         attempt: int,
         lease: leases.Lease,
+        key: bytearray,
     ) -> None:
         rid = event.recording_id
         ids = {"recording_id": rid, "tenant_id": event.tenant_id}
@@ -245,6 +286,7 @@ class Transcoder:
                 rec_dir,
                 state,
                 plans,
+                key=key,
                 signing_key=self.signing_key,
                 options=options,
                 composite=composite,
@@ -347,7 +389,7 @@ class Transcoder:
 async def serve(ctx: service.ServiceContext[TranscoderConfig]) -> None:
     spool = await service.backup_spool(ctx)
     kv = await leases.ensure_bucket(ctx.js, replicas=ctx.config.stream_replicas)
-    transcoder = Transcoder(ctx.js, ctx.config, load_signing_key(ctx.config), kv, spool)
+    transcoder = Transcoder(ctx.nc, ctx.js, ctx.config, load_signing_key(ctx.config), kv, spool)
     ctx.consume(
         consumer_spec(ctx.config),
         transcoder.handle,

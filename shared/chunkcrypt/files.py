@@ -309,17 +309,73 @@ def decrypt_prefix(
         cipher.wipe()
 
 
-class PlainReader:
-    """A read-only binary file over an encrypted one: ``read(n)`` returns verified plaintext.
+def decrypt_from(
+    src: Source,
+    data_key: BytesLike,
+    *,
+    recording_id: str,
+    name: str,
+    header: BytesLike,
+    offset: int,
+) -> Iterator[bytes]:
+    """Resume a read at plaintext ``offset`` over a stream that cannot seek (a range read of an
+    object): ``header`` is the file's first ``HEADER_SIZE`` bytes (read earlier) and ``src``
+    starts at ``chunk_start(offset)``. Verified as ``decrypt_stream``, to the end of the file."""
+    cipher = FileCipher(data_key, recording_id, name, header=header)
+    index, skip = locate(offset, cipher.chunk_size)
+    step = cipher.chunk_size + TAG_SIZE
+    bufs = [memoryview(bytearray(step)) for _ in range(2)]
+    try:
+        got = _fill(src, bufs[0])
+        while True:
+            if not got:
+                raise TruncatedError("the file ends before its last chunk", chunk=index)
+            nxt = _fill(src, bufs[1]) if got == step else 0
+            plain = cipher.open(index, bufs[0][:got], not nxt)
+            if skip:
+                plain, skip = plain[skip:], 0
+            if plain:
+                yield plain
+            if not nxt:
+                return
+            bufs.reverse()
+            got, index = nxt, index + 1
+    finally:
+        cipher.wipe()
 
-    For parsers that read small records (the capture format): every byte returned belongs to a
-    chunk that authenticated; a tampered chunk raises ``TamperedError`` from ``read``.
+
+class PlainReader:
+    """A read-only binary file over an encrypted one: ``read(n)`` / ``readinto`` return
+    verified plaintext (from the chunks of ``decrypt_stream`` or ``decrypt_from``).
+
+    Every byte returned belongs to a chunk that authenticated; a tampered chunk raises
+    ``TamperedError`` from the read that reaches it. ``close`` closes ``raw`` if given.
     """
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
+    def __init__(self, chunks: Iterator[bytes], raw: object = None) -> None:
         self._chunks = chunks
+        self._raw = raw
         self._buf = b""
         self._pos = 0
+
+    def readinto(self, view: memoryview, /) -> int:
+        n = 0
+        while n < len(view):
+            if self._pos >= len(self._buf):
+                nxt = next(self._chunks, None)
+                if nxt is None:
+                    break
+                self._buf, self._pos = nxt, 0
+            take = min(len(view) - n, len(self._buf) - self._pos)
+            view[n : n + take] = self._buf[self._pos : self._pos + take]
+            self._pos += take
+            n += take
+        return n
+
+    def close(self) -> None:
+        close = getattr(self._raw, "close", None)
+        if close is not None:
+            close()
 
     def read(self, n: int = -1) -> bytes:
         parts: list[bytes] = []

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,33 @@ from shared import natsio
 from shared.embedded import NatsServer, free_port, wait_for_port
 from shared.events import AnyEvent, captures, event_id, now, recordings
 from shared.ids import new_recording_id, new_tenant_id
+from shared.recording_key import fetch_recording_key
 from shared.tls import client_context
 
-from ..servers import ServiceProcess, service_env
+from ..credentials.helpers import start_vault
+from ..servers import ServiceProcess, service_env, wait_until
+
+
+@pytest.fixture(autouse=True)
+def vault(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """A real vault for every test with a NATS server: the proxy asks it for each recording's
+    data key (segments are written encrypted)."""
+    if "nats_server" not in request.fixturenames:
+        yield
+        return
+    nats_server: NatsServer = request.getfixturevalue("nats_server")
+    database_url: str = request.getfixturevalue("database_url")
+    proc = start_vault(tmp_path, nats_server.url, database_url)
+    try:
+        wait_until(
+            lambda: "vault ready" in proc.log_path.read_text() or not proc.alive(),
+            timeout=60,
+            message="the vault to be ready",
+        )
+        assert proc.alive(), proc.log_path.read_text()[-3000:]
+        yield
+    finally:
+        proc.stop()
 
 
 @dataclass
@@ -109,6 +133,14 @@ async def start_recording(js: JetStreamContext) -> Recording:
         ),
     )
     return Recording(rid, tenant, token)
+
+
+async def recording_key(js: JetStreamContext, rec: Recording) -> bytearray:
+    """The recording's data key, asked of the vault as a reader would (to check files)."""
+    key = await fetch_recording_key(
+        js._nc, recording_id=rec.rid, tenant_id=rec.tenant_id, purpose="transcode", service="test"
+    )
+    return bytearray(key.data_key)
 
 
 async def stop_recording(js: JetStreamContext, rec: Recording) -> None:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import av
 
-from shared.capture_format import read_segment
+from shared import chunkcrypt
+from shared.capture_format import MAGIC, read_segment
 from shared.events import AnyEvent, captures
-from shared.integrity import digest_file
+from shared.integrity import Digest
 
 
 @dataclass
@@ -25,26 +26,40 @@ def segments_of(events: list[AnyEvent], kind: str) -> list[captures.SegmentWritt
     return sorted(segs, key=lambda s: (s.track_id, s.seq))
 
 
-def assert_files_match(rec_dir: Path, events: list[AnyEvent]) -> int:
-    """Every segment_written names a file under rec_dir whose SHA-256 and size match."""
+def assert_files_match(rec_dir: Path, events: list[AnyEvent], key: bytes | bytearray) -> int:
+    """Every segment_written names a file under rec_dir, encrypted, whose plaintext SHA-256 and
+    size match the event (decrypted with the recording's key)."""
     n = 0
     for e in events:
         if isinstance(e, captures.SegmentWritten):
             path = rec_dir / e.path
             assert path.resolve().is_relative_to(rec_dir.resolve()), e.path
             assert path.is_file(), f"missing segment {e.path}"
-            d = digest_file(path)
+            assert e.participant_id not in e.path, e.path  # pseudonymous folders
+            d = Digest()
+            with path.open("rb") as fh:
+                assert fh.read(len(chunkcrypt.MAGIC)) == chunkcrypt.MAGIC, e.path
+                fh.seek(0)
+                for piece in chunkcrypt.decrypt_stream(
+                    fh, key, recording_id=e.recording_id, name=e.path
+                ):
+                    d.update(piece)
+            assert MAGIC not in path.read_bytes(), f"plaintext in {e.path}"
             assert (d.sha256, d.size) == (e.sha256, e.size), f"digest mismatch for {e.path}"
             n += 1
     return n
 
 
-def decode_segments(rec_dir: Path, segs: list[captures.SegmentWritten], codec: str) -> Decoded:
+def decode_segments(
+    rec_dir: Path, segs: list[captures.SegmentWritten], codec: str, key: bytes | bytearray
+) -> Decoded:
     ctx = av.CodecContext.create(codec, "r")
     frames_in = frames_out = errors = 0
     keyframe_first = True
     for seg in segs:
-        header, frames = read_segment(rec_dir / seg.path)
+        header, frames = read_segment(
+            rec_dir / seg.path, key=key, recording_id=seg.recording_id, name=seg.path
+        )
         assert header.seq == seg.seq and header.track_id == seg.track_id
         for i, frame in enumerate(frames):
             if i == 0 and header.kind == "video" and not frame.keyframe:

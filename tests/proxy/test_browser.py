@@ -26,7 +26,7 @@ from playwright.async_api import async_playwright
 from shared.embedded import NatsServer, free_port
 from shared.events import captures
 
-from .conftest import Proxy, history, start_recording, stop_recording, wait_for_event
+from .conftest import Proxy, history, recording_key, start_recording, stop_recording, wait_for_event
 from .media_check import assert_files_match, check_sender_reports
 from .transcode import media_file, probe, transcode
 
@@ -139,7 +139,8 @@ async def browser_capture(
     assert started["audio"].codec == "audio/opus"
     left = [e for e in events if isinstance(e, captures.ParticipantLeft)]
     assert len(left) == 1 and "DELETE" in left[0].reason
-    assert assert_files_match(proxy.rec_dir(rec), events) > 0
+    key = await recording_key(js, rec)
+    assert assert_files_match(proxy.rec_dir(rec), events, key) > 0
     reports = check_sender_reports(events)  # Chrome's RTCP sender reports, for A/V alignment
     assert reports["audio"] >= 1 and reports["video"] >= 1, reports
 

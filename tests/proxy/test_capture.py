@@ -10,6 +10,7 @@ from shared.events import captures
 from .conftest import (
     Proxy,
     history,
+    recording_key,
     start_recording,
     stop_recording,
     wait_for_count,
@@ -74,15 +75,16 @@ async def capture_and_check(js: JetStreamContext, proxy: Proxy, codec: str) -> N
     assert ended[started["video"].track_id].keyframe_requests >= 2
 
     rec_dir = proxy.rec_dir(rec)
-    assert assert_files_match(rec_dir, events) == len(segments)
+    key = await recording_key(js, rec)
+    assert assert_files_match(rec_dir, events, key) == len(segments)
     assert not list(rec_dir.rglob("*.part"))
     # nothing outside the recording's own folder
     assert all(p.is_relative_to(rec_dir) for p in proxy.backup_root.rglob("*") if p.is_file())
 
-    video = decode_segments(rec_dir, segments_of(events, "video"), codec.lower())
+    video = decode_segments(rec_dir, segments_of(events, "video"), codec.lower(), key)
     assert video.errors == 0 and video.keyframe_first
     assert within(video.frames_out, result.video_frames), (video, result)
-    audio = decode_segments(rec_dir, segments_of(events, "audio"), "opus")
+    audio = decode_segments(rec_dir, segments_of(events, "audio"), "opus", key)
     assert audio.errors == 0
     assert within(audio.frames_out, result.audio_frames), (audio, result)
     # RTCP sender reports (about one a second per track) are carried for A/V alignment
@@ -131,7 +133,8 @@ async def test_stop_ends_live_sessions_and_refuses_new_ones(
     assert closed.segments == len(of_type(events, captures.SegmentWritten))
     # closed is the last capture fact: nothing of this recording came after it
     assert isinstance(events[-1], captures.CaptureClosed)
-    assert assert_files_match(proxy.rec_dir(rec), events) == closed.segments
+    key = await recording_key(js, rec)
+    assert assert_files_match(proxy.rec_dir(rec), events, key) == closed.segments
     late = Publisher(url, rec.token, participant="cy", ca_file=proxy.ca_file)
     try:
         await late.start()

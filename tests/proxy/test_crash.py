@@ -15,6 +15,7 @@ from .conftest import (
     Proxy,
     consumer_drained,
     history,
+    recording_key,
     start_recording,
     stop_recording,
     wait_for_count,
@@ -37,9 +38,13 @@ async def test_kill_9_mid_capture_then_restart_and_stop(js: JetStreamContext, pr
         assert parts, "expected segments being written at the time of the kill"
         # what a reader can get back from each partial file (an unflushed one holds nothing)
         recoverable = 0
+        key = await recording_key(js, rec)
         for part in parts:
+            name = part.with_suffix("").relative_to(rec_dir).as_posix()  # sealed as the final
             try:
-                _, frames = read_segment(part)
+                _, frames = read_segment(
+                    part, key=key, recording_id=rec.rid, name=name, salvage=True
+                )
                 recoverable += any(True for _ in frames)
             except ValueError:
                 pass
@@ -62,7 +67,7 @@ async def test_kill_9_mid_capture_then_restart_and_stop(js: JetStreamContext, pr
     assert isinstance(closed, captures.CaptureClosed)
     assert closed.segments == len(segments) == len({(s.track_id, s.seq) for s in segments})
     assert closed.tracks == 2
-    assert assert_files_match(rec_dir, events) == closed.segments
+    assert assert_files_match(rec_dir, events, key) == closed.segments
     assert not list(rec_dir.rglob("*.part")) and not list(rec_dir.rglob("*.salvage"))
     # the dead session's tracks and participant are ended on its behalf
     ended = [e for e in events if isinstance(e, captures.TrackEnded)]
@@ -73,9 +78,9 @@ async def test_kill_9_mid_capture_then_restart_and_stop(js: JetStreamContext, pr
         mine = [s for s in segments if s.track_id == end.track_id]
         assert end.segments == len(mine)
         assert sorted(s.seq for s in mine) == list(range(len(mine)))
-    video = decode_segments(rec_dir, segments_of(events, "video"), "vp8")
+    video = decode_segments(rec_dir, segments_of(events, "video"), "vp8", key)
     assert video.errors == 0 and video.keyframe_first and video.frames_out > 30
-    audio = decode_segments(rec_dir, segments_of(events, "audio"), "opus")
+    audio = decode_segments(rec_dir, segments_of(events, "audio"), "opus", key)
     assert audio.errors == 0 and audio.frames_out > 50
     # another stop request (a new message, not a dedup'd copy) changes nothing
     await natsio.publish(
@@ -109,5 +114,6 @@ async def test_sigterm_finishes_open_segments(js: JetStreamContext, proxy: Proxy
     ended = [e for e in events if isinstance(e, captures.TrackEnded)]
     segments = [e for e in events if isinstance(e, captures.SegmentWritten)]
     assert len(ended) == 2 and sum(e.segments for e in ended) == len(segments)
-    assert assert_files_match(rec_dir, events) == len(segments)
+    key = await recording_key(js, rec)
+    assert assert_files_match(rec_dir, events, key) == len(segments)
     assert len(list(rec_dir.rglob("*.rgc"))) == len(segments)

@@ -5,6 +5,8 @@ event announced before that event was published; the local folder keeps no finis
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,12 +14,21 @@ import pytest
 from nats.js import JetStreamContext
 
 from resguardo.publisher import Publisher
+from shared import chunkcrypt
 from shared.backupstore.config import from_url
 from shared.embedded import NatsServer
 from shared.events import captures
 
 from ..seaweed import SeaweedS3, seaweed_s3
-from .conftest import Proxy, history, make_proxy, start_recording, stop_recording, wait_for_count
+from .conftest import (
+    Proxy,
+    history,
+    make_proxy,
+    recording_key,
+    start_recording,
+    stop_recording,
+    wait_for_count,
+)
 from .conftest import wait_for_event as wait_for_capture_event
 
 
@@ -77,11 +88,20 @@ async def test_kill_9_with_an_object_store_loses_nothing_finished(
     segments = [e for e in await history(js, rec.rid) if isinstance(e, captures.SegmentWritten)]
     assert len(segments) >= 4
     prefix = f"{rec.tenant_id}/{rec.rid}"
+    key = await recording_key(js, rec)
     try:
         for seg in segments:
             stored = await store.stat(f"{prefix}/{seg.path}")
             assert stored is not None, f"{seg.path} is not in the store"
-            assert (stored.sha256, stored.size) == (seg.sha256, seg.size)
+            # Encrypted in the store: its plaintext is the one the event announced.
+            blob = await store.read_bytes(f"{prefix}/{seg.path}")
+            assert stored.size == len(blob) > seg.size
+            plain = b"".join(
+                chunkcrypt.decrypt_stream(
+                    io.BytesIO(blob), key, recording_id=rec.rid, name=seg.path
+                )
+            )
+            assert (hashlib.sha256(plain).hexdigest(), len(plain)) == (seg.sha256, seg.size)
         assert len(await store.list(prefix)) == len(segments)
     finally:
         await store.close()

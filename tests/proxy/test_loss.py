@@ -25,7 +25,14 @@ from shared.embedded import NatsServer
 from shared.events import captures
 from tests import scrape
 
-from .conftest import history, make_proxy, start_recording, stop_recording, wait_for_event
+from .conftest import (
+    history,
+    make_proxy,
+    recording_key,
+    start_recording,
+    stop_recording,
+    wait_for_event,
+)
 from .media_check import assert_files_match, decode_segments, segments_of
 
 SHARE = 0.05
@@ -118,10 +125,11 @@ async def test_loss_is_survived_reported_and_repaired_with_keyframes(
         proxy.process.stop()
 
     rec_dir = proxy.rec_dir(rec)
-    assert assert_files_match(rec_dir, events) == 2
+    key = await recording_key(js, rec)
+    assert assert_files_match(rec_dir, events, key) == 2
     ended = {e.track_id.rsplit("-", 1)[1]: e for e in events if isinstance(e, captures.TrackEnded)}
-    video = decode_segments(rec_dir, segments_of(events, "video"), "vp8")
-    audio = decode_segments(rec_dir, segments_of(events, "audio"), "opus")
+    video = decode_segments(rec_dir, segments_of(events, "video"), "vp8", key)
+    audio = decode_segments(rec_dir, segments_of(events, "audio"), "opus", key)
     print(f"sent {dict(lossy.sent)} dropped {dict(lossy.dropped)}")
     print(f"first frame dropped {lossy.first_frame_dropped} packets, ", end="")
     print(f"hole retransmissions dropped {lossy.hole_retransmissions}")

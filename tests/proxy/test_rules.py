@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
@@ -11,7 +12,16 @@ from aiortc.rtp import RtpPacket
 from services.proxy import capture, facts, media, salvage
 from services.proxy.errors import WhipRefused
 from services.proxy.whip import participant_from
-from shared.capture_format import Frame, SegmentHeader, SegmentWriter, read_segment
+from shared import chunkcrypt
+from shared.backup import pseudonym
+from shared.capture_format import (
+    MAGIC,
+    SEGMENT_CHUNK,
+    Frame,
+    SegmentHeader,
+    SegmentWriter,
+    read_segment,
+)
 from shared.events import captures, now
 from shared.ids import is_safe_name
 
@@ -159,64 +169,102 @@ def test_decide_close_ends_what_a_dead_process_left_open() -> None:
     assert [type(e).__name__ for e in out2] == ["CaptureClosed"]
 
 
-def _write_partial(track_dir: Path, seq: int, frames: int, cut: int) -> Path:
-    header = SegmentHeader(
+KEY = bytes(range(32))
+FRAME = 2000  # bytes per frame: a few frames per 8 KiB chunk
+TRACK = "ana-s1-audio"
+
+
+def _crypt(tmp_path: Path) -> tuple[salvage.Crypt, Path]:
+    rec_dir = tmp_path / TEN / RID
+    tdir = rec_dir / "capture" / pseudonym(KEY, "ana") / pseudonym(KEY, TRACK)
+    tdir.mkdir(parents=True)
+    return salvage.Crypt(bytearray(KEY), RID, rec_dir), tdir
+
+
+def _header(seq: int) -> SegmentHeader:
+    return SegmentHeader(
         recording_id=RID,
-        track_id=track_dir.name,
+        track_id=TRACK,
         kind="audio",
         codec="audio/opus",
         clock_rate=48000,
         channels=2,
         seq=seq,
+        participant_id="ana",
+        session_id="s1",
     )
-    w = SegmentWriter(track_dir / f"{seq:06d}.rgc", header)
+
+
+def _write_partial(crypt: salvage.Crypt, tdir: Path, seq: int, frames: int, cut: int) -> int:
+    """A segment as a writer killed -9 leaves it: the chunks it had sealed, the last one cut
+    by ``cut`` bytes; returns how many frames lie whole in the chunks that still verify."""
+    path = tdir / f"{seq:06d}.rgc"
+    w = SegmentWriter(path, _header(seq), key=crypt.key, name=crypt.name(path))
     for i in range(frames):
-        w.append(Frame(i * 960, 1000 + i, True, bytes([i]) * 50))
-    w._fh.flush()
-    w._fh.close()
+        w.append(Frame(i * 960, 1000 + i, True, bytes([i]) * FRAME))
+    w._fh.close()  # killed: the chunk being filled never reaches the disk
     data = w.part_path.read_bytes()
     w.part_path.write_bytes(data[: len(data) - cut])
-    return w.part_path
+    sealed = (len(data) - chunkcrypt.HEADER_SIZE) // (SEGMENT_CHUNK + chunkcrypt.TAG_SIZE)
+    whole = sealed - (1 if cut else 0)
+    head = len(MAGIC) + 4 + len(msgspec.json.encode(_header(seq)))
+    return max(0, (whole * SEGMENT_CHUNK - head) // (21 + FRAME))
 
 
 def test_finish_partials_keeps_complete_records(tmp_path: Path) -> None:
-    tdir = tmp_path / "ana-s1-audio"
-    tdir.mkdir()
-    _write_partial(tdir, 0, 5, cut=20)  # last record cut short
+    crypt, tdir = _crypt(tmp_path)
+    expected = _write_partial(crypt, tdir, 0, 10, cut=20)  # the last sealed chunk cut short
+    assert expected >= 2
     empty = tdir / "000001.rgc.part"
     empty.write_bytes(b"")  # nothing was flushed
-    assert salvage.finish_partials(tdir) == 4
+    assert salvage.finish_partials(tdir, crypt) == expected
     assert sorted(p.name for p in tdir.iterdir()) == ["000000.rgc"]
-    header, frames = read_segment(tdir / "000000.rgc")
+    final = tdir / "000000.rgc"
+    header, frames = read_segment(final, key=KEY, recording_id=RID, name=crypt.name(final))
     got = list(frames)
-    assert header.seq == 0 and len(got) == 4 and got[-1].data == bytes([3]) * 50
+    assert header.seq == 0 and len(got) == expected
+    assert got[-1].data == bytes([expected - 1]) * FRAME
+    assert b"OpusHead" not in final.read_bytes() and MAGIC not in final.read_bytes()
+    # The rewrite is a whole file: a strict reader verifies it to its last chunk.
+    with final.open("rb") as fh:
+        chunkcrypt.verify_stream(fh, KEY, recording_id=RID, name=crypt.name(final))
 
 
 def test_finish_partials_resumes_an_interrupted_salvage(tmp_path: Path) -> None:
-    tdir = tmp_path / "ana-s1-audio"
-    tdir.mkdir()
-    part = _write_partial(tdir, 3, 6, cut=0)
+    crypt, tdir = _crypt(tmp_path)
+    expected = _write_partial(crypt, tdir, 3, 12, cut=0)
+    part = tdir / "000003.rgc.part"
     salvaged = tdir / "000003.rgc.salvage"
     part.rename(salvaged)
-    (tdir / "000003.rgc.part").write_bytes(b"RGCAP1\n")  # the rewrite a crash cut short
-    assert salvage.finish_partials(tdir) == 6
+    (tdir / "000003.rgc.part").write_bytes(b"RGENC\n")  # the rewrite a crash cut short
+    assert salvage.finish_partials(tdir, crypt) == expected
     assert sorted(p.name for p in tdir.iterdir()) == ["000003.rgc"]
 
 
+def test_a_partial_segment_under_another_key_recovers_nothing(tmp_path: Path) -> None:
+    crypt, tdir = _crypt(tmp_path)
+    _write_partial(crypt, tdir, 0, 10, cut=0)
+    other = salvage.Crypt(bytearray(reversed(KEY)), RID, crypt.rec_dir)
+    assert salvage.finish_partials(tdir, other) == 0
+
+
 def test_recover_recording_lists_unpublished_segments(tmp_path: Path) -> None:
-    rec_dir = tmp_path / TEN / RID
-    tdir = rec_dir / "capture" / "ana" / "ana-s1-audio"
-    tdir.mkdir(parents=True)
-    _write_partial(tdir, 0, 3, cut=0)
-    _write_partial(tdir, 1, 2, cut=7)
-    found = salvage.recover_recording(rec_dir, {("ana-s1-audio", 0)})
-    assert [(f.header.seq, f.stats.frames) for f in found] == [(1, 1)]
-    assert found[0].rel_path == "capture/ana/ana-s1-audio/000001.rgc"
+    crypt, tdir = _crypt(tmp_path)
+    _write_partial(crypt, tdir, 0, 9, cut=0)
+    expected = _write_partial(crypt, tdir, 1, 9, cut=7)
+    found = salvage.recover_recording(crypt.rec_dir, {(TRACK, 0)}, crypt)
+    assert [(f.header.seq, f.stats.frames) for f in found] == [(1, expected)]
+    assert found[0].participant_id == "ana"
+    assert found[0].rel_path == crypt.name(tdir / "000001.rgc")
+    assert "ana" not in found[0].rel_path
     state = facts.CaptureState()
     events = salvage.salvage_events(state, found, recording_id=RID, tenant_id=TEN)
     assert [type(e).__name__ for e in events] == ["TrackStarted", "SegmentWritten"]
     assert isinstance(events[0], captures.TrackStarted) and events[0].session_id == "s1"
-    assert events[1].event_id == facts.segment_id(RID, "ana-s1-audio", 1)
+    assert events[1].event_id == facts.segment_id(RID, TRACK, 1)
+    # The event's hash is the plaintext's, not the stored bytes'.
+    assert isinstance(events[1], captures.SegmentWritten)
+    assert events[1].sha256 != found[0].stored_sha256
 
 
 def _rtp(seq: int, ts: int, data: bytes = b"x", marker: int = 0) -> RtpPacket:

@@ -5,6 +5,9 @@ Reusable by any test that needs a closed capture::
 
     cap = make_capture(backup_root, [ParticipantSpec("alice"), ParticipantSpec("bob")])
     await publish_capture(js, cap)
+
+Segments are encrypted under ``key`` (random unless given: a service test passes the key the
+vault issued for the recording) in pseudonymous folders, as the proxy writes them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import array
 import math
 import random
+import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -20,8 +24,9 @@ from pathlib import Path
 import av
 from nats.js import JetStreamContext
 
+from services.transcoder.sealing import RecordingFiles
 from shared import natsio
-from shared.backup import capture_dir, recording_dir, segment_name
+from shared.backup import capture_dir, pseudonym, recording_dir, segment_name
 from shared.capture_format import Frame, SegmentHeader, SegmentWriter
 from shared.events import captures as cap
 from shared.events import event_id, now
@@ -281,6 +286,12 @@ class Capture:
     events: list[Event]
     tracks: list[CapturedTrack]
     participants: list[ParticipantSpec]
+    key: bytes
+    stored_sha256: dict[str, str]  # segment path -> SHA-256 of its bytes on disk (ciphertext)
+
+    @property
+    def files(self) -> RecordingFiles:
+        return RecordingFiles(self.rec_dir, self.recording_id, self.key)
 
     @property
     def segments(self) -> list[cap.SegmentWritten]:
@@ -322,6 +333,8 @@ def _write_track(
     frames: list[Frame],
     clock_rate: int,
     segment_s: float,
+    key: bytes,
+    stored: dict[str, str],
     lost_segment_keyframes: tuple[int, ...] = (),
 ) -> tuple[CapturedTrack, list[Event]]:
     track_id = f"{pid}-{session_id}-{kind}"
@@ -353,12 +366,13 @@ def _write_track(
             first_frame_wallclock_ns=frames[0].wallclock_ns,
         )
     ]
-    folder = capture_dir(rec_dir, pid, track_id)
+    folder = capture_dir(rec_dir, pseudonym(key, pid), pseudonym(key, track_id))
     seq = 0
     writer: SegmentWriter | None = None
 
     def finish(w: SegmentWriter, seq: int) -> None:
         w.close()
+        stored[w.path.relative_to(rec_dir).as_posix()] = w.stored.sha256
         s = w.stats
         event = cap.SegmentWritten(
             event_id=event_id(rid, "segment", track_id, seq),
@@ -402,8 +416,12 @@ def _write_track(
                 clock_rate=clock_rate,
                 channels=channels,
                 seq=seq,
+                participant_id=pid,
+                session_id=session_id,
             )
-            writer = SegmentWriter(folder / segment_name(seq), header)
+            path = folder / segment_name(seq)
+            name = path.relative_to(rec_dir).as_posix()
+            writer = SegmentWriter(path, header, key=key, name=name)
         writer.append(frame)
     assert writer is not None
     finish(writer, seq)
@@ -431,6 +449,7 @@ def make_capture(
     tenant_id: str | None = None,
     start_ns: int | None = None,
     audio_lag_s: float = 0.04,
+    key: bytes | bytearray | None = None,
 ) -> Capture:
     """Write every participant's segments and return the events the proxy would have published
     (in a plausible order, ``capture.closed`` last)."""
@@ -438,6 +457,8 @@ def make_capture(
     tenant = tenant_id or new_tenant_id()
     rec_dir = recording_dir(backup_root, tenant, rid)
     base = start_ns if start_ns is not None else 1_780_000_000_000_000_000
+    data_key = bytes(key) if key is not None else secrets.token_bytes(32)
+    stored: dict[str, str] = {}
     specs = list(participants)
     events: list[Event] = []
     tracks: list[CapturedTrack] = []
@@ -479,7 +500,8 @@ def make_capture(
                 ]
                 track, evs = _write_track(
                     rec_dir, rid, tenant, spec.participant_id, session_id, "video",
-                    spec.video, frames, VIDEO_CLOCK, segment_s, spec.lost_segment_keyframes,
+                    spec.video, frames, VIDEO_CLOCK, segment_s, data_key, stored,
+                    spec.lost_segment_keyframes,
                 )  # fmt: skip
                 tracks.append(track)
                 events.extend(evs)
@@ -501,7 +523,7 @@ def make_capture(
                 ]
                 track, evs = _write_track(
                     rec_dir, rid, tenant, spec.participant_id, session_id, "audio",
-                    spec.audio, frames, AUDIO_CLOCK, segment_s,
+                    spec.audio, frames, AUDIO_CLOCK, segment_s, data_key, stored,
                 )  # fmt: skip
                 tracks.append(track)
                 events.extend(evs)
@@ -530,7 +552,7 @@ def make_capture(
             tracks=len(tracks),
         )
     )
-    return Capture(rid, tenant, backup_root, rec_dir, events, tracks, specs)
+    return Capture(rid, tenant, backup_root, rec_dir, events, tracks, specs, data_key, stored)
 
 
 async def publish_capture(

@@ -1,21 +1,93 @@
-"""Fixtures for the transcoder: the service as a real process against a real nats-server."""
+"""Fixtures for the transcoder: the service as a real process against a real nats-server, and a
+real vault (on a fresh PostgreSQL database) that issues each recording's data key."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from shared import natsio
 from shared.embedded import NatsServer
+from shared.events import event_id, now
+from shared.events import recordings as rec
 from shared.events import transcodes as tx
+from shared.ids import new_recording_id, new_tenant_id
+from shared.recording_key import fetch_recording_key
 
+from ..credentials.helpers import start_vault, wait_ready
 from ..servers import ServiceProcess, service_env
+from .capture_factory import Capture, ParticipantSpec, make_capture
+
+
+@dataclass
+class Vault:
+    """The real vault; ``capture`` writes a recording the way the proxy would: started, then
+    its segments encrypted under the key the vault issues for it."""
+
+    nc: NATS
+    proc: ServiceProcess
+
+    async def start_recording(
+        self,
+        js: JetStreamContext,
+        recording_id: str | None = None,
+        tenant_id: str | None = None,
+        **started: Any,
+    ) -> tuple[str, str, bytes]:
+        rid, tenant = recording_id or new_recording_id(), tenant_id or new_tenant_id()
+        await natsio.publish(
+            js,
+            rec.RecordingStarted(
+                event_id=event_id(rid, "started"),
+                recording_id=rid,
+                tenant_id=tenant,
+                occurred_at=now(),
+                destination_id="dst_0123456789abcdef",
+                destination_name="archive",
+                whip_token_sha256="0" * 64,
+                **started,
+            ),
+        )
+        key = await fetch_recording_key(
+            self.nc, recording_id=rid, tenant_id=tenant, purpose="capture", service="proxy"
+        )
+        try:
+            return rid, tenant, bytes(key.data_key)
+        finally:
+            key.wipe()
+
+    async def capture(
+        self,
+        js: JetStreamContext,
+        backup_root: Path,
+        participants: Iterable[ParticipantSpec],
+        *,
+        started: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Capture:
+        rid, tenant, key = await self.start_recording(js, **(started or {}))
+        return make_capture(
+            backup_root, participants, recording_id=rid, tenant_id=tenant, key=key, **kwargs
+        )
+
+
+@pytest.fixture
+async def vault(nats_server: NatsServer, tmp_path: Path, database_url: str) -> AsyncIterator[Vault]:
+    proc = start_vault(tmp_path, nats_server.url, database_url)
+    nc = await natsio.connect(nats_server.url, name="test-vault-client")
+    try:
+        await wait_ready(nc, proc)
+        yield Vault(nc, proc)
+    finally:
+        await nc.close()
+        proc.stop()
 
 
 @dataclass
@@ -56,8 +128,9 @@ def backup_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def transcoders(
-    nats_server: NatsServer, tmp_path: Path, backup_root: Path
+    nats_server: NatsServer, tmp_path: Path, backup_root: Path, vault: Vault
 ) -> Iterator[Transcoders]:
+    # Every transcoder needs the vault: it asks for each recording's key.
     t = Transcoders(nats_server.url, tmp_path / "data", backup_root, tmp_path / "transcoder.log")
     yield t
     for proc in t.procs:

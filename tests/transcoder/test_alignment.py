@@ -21,6 +21,7 @@ from services.transcoder.state import fold
 
 from .capture_factory import FLASH_PERIOD_S, ParticipantSpec, SessionSpec, make_capture
 from .media_probe import beep_onsets, flash_times, probe
+from .sealed import opened
 
 KEY = Ed25519PrivateKey.generate()
 LIMIT_S = 0.100
@@ -63,8 +64,9 @@ def test_flash_and_beep_align_within_100ms(tmp_path: Path, output_format: str) -
     state = fold(c.events)
     options = OutputOptions(output_format)
     sealed = build_output(
-        c.rec_dir, state, plan_files(state, options), signing_key=KEY, options=options
+        c.rec_dir, state, plan_files(state, options), key=c.key, signing_key=KEY, options=options
     )
+    sealed = opened(c, sealed)
     manifest = json.loads((sealed.output / "manifest.json").read_text())
     absolute: dict[str, list[float]] = {}
     for entry in manifest["files"]:

@@ -15,8 +15,9 @@ from services.transcoder.output import Sealed, build_output
 from services.transcoder.plan import OutputOptions, plan_files
 from services.transcoder.state import RecordingCapture, fold
 
-from .capture_factory import ParticipantSpec, SessionSpec, make_capture
+from .capture_factory import Capture, ParticipantSpec, SessionSpec, make_capture
 from .media_probe import probe, x264_settings
+from .sealed import opened
 
 KEY = Ed25519PrivateKey.generate()
 RED = (81, 90, 240)  # Y, U, V
@@ -25,21 +26,22 @@ GRAY_UV = (128, 128)
 
 
 def _seal_with_composite(
-    rec_dir: Path, state: RecordingCapture, output_format: str
+    c: Capture, state: RecordingCapture, output_format: str
 ) -> tuple[Sealed, CompositePlan | None]:
     """Seal the files and the composite as the transcoder does: the composite is planned from
     the native (webm) files, in the destination's format."""
     options = OutputOptions(output_format)
     composite = plan_composite(plan_files(state), options)
     sealed = build_output(
-        rec_dir,
+        c.rec_dir,
         state,
         plan_files(state, options),
+        key=c.key,
         signing_key=KEY,
         options=options,
         composite=composite,
     )
-    return sealed, composite
+    return opened(c, sealed), composite
 
 
 def _chroma(frame: av.VideoFrame, x: int, y: int) -> tuple[int, int]:
@@ -74,7 +76,7 @@ def test_grid_follows_joins_and_leaves(tmp_path: Path, output_format: str) -> No
             ParticipantSpec("bob", sessions=(SessionSpec(3, 5),), content=BLUE, video="video/H264"),
         ],
     )
-    sealed, composite = _seal_with_composite(c.rec_dir, fold(c.events), output_format)
+    sealed, composite = _seal_with_composite(c, fold(c.events), output_format)
     (entry,) = [f for f in sealed.files if f.role == "media" and not f.participant_id]
     assert entry.name == f"composite.{output_format}"
     path = sealed.output / entry.name
@@ -126,7 +128,10 @@ def test_audio_only_participant_gets_a_gray_cell_and_is_heard(tmp_path: Path) ->
     )
     state = fold(c.events)
     composite = plan_composite(plan_files(state), OutputOptions())
-    sealed = build_output(c.rec_dir, state, plan_files(state), signing_key=KEY, composite=composite)
+    sealed = build_output(
+        c.rec_dir, state, plan_files(state), key=c.key, signing_key=KEY, composite=composite
+    )
+    sealed = opened(c, sealed)
     path = sealed.output / "composite.webm"
     assert probe(path).errors == []
     frame = _frames_at(path, [2.0])[2.0]
@@ -157,6 +162,6 @@ def test_participant_named_composite_keeps_its_file(tmp_path: Path) -> None:
 
 def test_mp4_composite_uses_x264_frame_threads(tmp_path: Path) -> None:
     c = make_capture(tmp_path, [ParticipantSpec("alice", sessions=(SessionSpec(0, 1),))])
-    sealed, _ = _seal_with_composite(c.rec_dir, fold(c.events), "mp4")
+    sealed, _ = _seal_with_composite(c, fold(c.events), "mp4")
     settings = x264_settings(sealed.output / "composite.mp4")
     assert settings["sliced_threads"] == "0" and settings["bframes"] == "0"

@@ -17,6 +17,7 @@ from services.transcoder.state import fold
 
 from .capture_factory import Capture, ParticipantSpec, SessionSpec, make_capture
 from .media_probe import probe, x264_settings
+from .sealed import opened
 
 KEY = Ed25519PrivateKey.generate()
 
@@ -24,8 +25,9 @@ KEY = Ed25519PrivateKey.generate()
 def _seal(c: Capture, options: OutputOptions) -> tuple[Path, dict[str, dict[str, object]]]:
     state = fold(c.events)
     sealed = build_output(
-        c.rec_dir, state, plan_files(state, options), signing_key=KEY, options=options
+        c.rec_dir, state, plan_files(state, options), key=c.key, signing_key=KEY, options=options
     )
+    sealed = opened(c, sealed)
     manifest = json.loads((sealed.output / "manifest.json").read_text())
     assert manifest["output"] == {"format": options.format, "tracks": options.tracks}
     return sealed.output, {f["name"]: f for f in manifest["files"]}

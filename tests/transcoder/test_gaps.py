@@ -16,6 +16,7 @@ from services.transcoder.state import fold
 
 from .capture_factory import Capture, ParticipantSpec, SessionSpec, make_capture
 from .media_probe import Probe, probe
+from .sealed import opened
 
 KEY = Ed25519PrivateKey.generate()
 CODECS = ["video/VP8", "video/H264"]
@@ -24,8 +25,9 @@ CODECS = ["video/VP8", "video/H264"]
 def _build(c: Capture, options: OutputOptions | None = None) -> Path:
     state = fold(c.events)
     sealed = build_output(
-        c.rec_dir, state, plan_files(state, options), signing_key=KEY, options=options
+        c.rec_dir, state, plan_files(state, options), key=c.key, signing_key=KEY, options=options
     )
+    sealed = opened(c, sealed)
     (media,) = [f for f in sealed.files if f.role == "media" and f.participant_id]
     return sealed.output / media.name
 

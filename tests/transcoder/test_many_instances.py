@@ -23,8 +23,9 @@ from shared.events import captures as cap
 from shared.events import transcodes as tx
 
 from ..servers import MotoS3, ServiceProcess, service_env
-from .capture_factory import ParticipantSpec, SessionSpec, make_capture, publish_capture
-from .conftest import wait_event
+from .capture_factory import ParticipantSpec, SessionSpec, publish_capture
+from .conftest import Vault, wait_event
+from .sealed import MARKERS, plain_copy, plaintext_found
 from .test_transcoder import transcode_events
 
 ACK_WAIT_S = 3
@@ -116,9 +117,11 @@ async def test_paused_first_instance_cannot_seal_twice_nor_overwrite_the_seal(
     store_env: dict[str, str],
     procs: list[ServiceProcess],
     tmp_path: Path,
+    vault: Vault,
 ) -> None:
     # The capture as the proxy leaves it with an object store: every segment is in the store.
-    capture = make_capture(
+    capture = await vault.capture(
+        js,
         tmp_path / "proxy-spool",
         [
             ParticipantSpec("alice", sessions=(SessionSpec(0.0, 10.0),)),
@@ -131,7 +134,7 @@ async def test_paused_first_instance_cannot_seal_twice_nor_overwrite_the_seal(
         for seg in capture.segments:
             path = capture.segment_path(seg)
             key = path.relative_to(capture.backup_root).as_posix()
-            await store.put_file(key, path, sha256=seg.sha256)
+            await store.put_file(key, path, sha256=capture.stored_sha256[seg.path])
         total = sum(s.size for s in capture.segments)
         # The first machine writes slowly, so that the pause lands in the middle of its work.
         first = start_machine(
@@ -143,7 +146,7 @@ async def test_paused_first_instance_cannot_seal_twice_nor_overwrite_the_seal(
         first_rec = tmp_path / "first-spool" / capture.tenant_id / capture.recording_id
 
         def first_is_writing() -> bool:
-            return any(p.stat().st_size for p in first_rec.glob("output.tmp-*/*.webm"))
+            return any(p.stat().st_size for p in first_rec.glob("output.tmp-*/n*"))
 
         await until(first_is_writing, 60, "the first instance to write", first.log_path.read_text)
         os.kill(first.proc.pid, signal.SIGSTOP)
@@ -178,10 +181,20 @@ async def test_paused_first_instance_cannot_seal_twice_nor_overwrite_the_seal(
         rec_prefix = f"{capture.tenant_id}/{capture.recording_id}"
         outputs = [o for o in await store.list(rec_prefix) if "/capture/" not in o.key]
         assert sorted(o.key for o in outputs) == sorted(
-            f"{sealed.output_dir}/{f.name}" for f in sealed.files
+            f"{sealed.output_dir}/{f.stored_name}" for f in sealed.files
         )
+        # Each object is ciphertext that decrypts to what the event says (the plaintext's size
+        # and SHA-256), and no object key or content shows anything of the call.
+        got = tmp_path / "from-store" / Path(sealed.output_dir).name
+        got.mkdir(parents=True)
         for f in sealed.files:
-            data = await store.read_bytes(f"{sealed.output_dir}/{f.name}")
+            data = await store.read_bytes(f"{sealed.output_dir}/{f.stored_name}")
+            (got / f.stored_name).write_bytes(data)
+        assert plaintext_found(got, [*MARKERS, b"alice", b"Alice"]) == []
+        assert not [o.key for o in await store.list(rec_prefix) if "alice" in o.key.lower()]
+        plain = plain_copy(capture, got, sealed.files, tmp_path / "plain")
+        for f in sealed.files:
+            data = (plain / f.name).read_bytes()
             assert (len(data), hashlib.sha256(data).hexdigest()) == (f.size, f.sha256), f.name
         assert "sealed" not in log_messages(first, capture.recording_id)
         # Neither machine keeps a copy: its folder was only a spool (the lease-losing one too).

@@ -28,7 +28,10 @@ def child(events_file: str) -> None:
     state = fold(decode(line) for line in lines)
     info = json.loads(Path(events_file).with_suffix(".json").read_text())
     rec_dir = Path(info["rec_dir"])
-    build_output(rec_dir, state, plan_files(state), signing_key=Ed25519PrivateKey.generate())
+    key = bytes.fromhex(info["key"])  # a test capture's random key, in the test's own folder
+    build_output(
+        rec_dir, state, plan_files(state), key=key, signing_key=Ed25519PrivateKey.generate()
+    )
     print(own_peak_rss())
 
 
@@ -50,7 +53,9 @@ def peak_rss(tmp: Path, seconds: int) -> tuple[int, int]:
     )
     events = tmp / f"events{seconds}.jsonl"
     events.write_bytes(b"\n".join(encode(e) for e in c.events))
-    events.with_suffix(".json").write_text(json.dumps({"rec_dir": str(c.rec_dir)}))
+    events.with_suffix(".json").write_text(
+        json.dumps({"rec_dir": str(c.rec_dir), "key": c.key.hex()})
+    )
     result = subprocess.run(
         [
             sys.executable,

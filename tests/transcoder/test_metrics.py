@@ -13,8 +13,8 @@ from shared.events import transcodes as tx
 from tests import scrape
 from tests.servers import wait_until
 
-from .capture_factory import ParticipantSpec, SessionSpec, make_capture, publish_capture
-from .conftest import Transcoders, wait_event
+from .capture_factory import ParticipantSpec, SessionSpec, publish_capture
+from .conftest import Transcoders, Vault, wait_event
 
 
 def test_output_kinds() -> None:
@@ -35,10 +35,10 @@ def test_output_kinds() -> None:
 
 
 async def test_sealed_and_quarantined_are_counted(
-    js: JetStreamContext, transcoders: Transcoders, backup_root: Path
+    js: JetStreamContext, transcoders: Transcoders, backup_root: Path, vault: Vault
 ) -> None:
-    good = make_capture(backup_root, [ParticipantSpec("alice", sessions=(SessionSpec(0, 3),))])
-    bad = make_capture(backup_root, [ParticipantSpec("bob", sessions=(SessionSpec(0, 3),))])
+    good = await vault.capture(js, backup_root, [ParticipantSpec("alice", (SessionSpec(0, 3),))])
+    bad = await vault.capture(js, backup_root, [ParticipantSpec("bob", (SessionSpec(0, 3),))])
     path = bad.segment_path(bad.segments[1])
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01

@@ -22,6 +22,7 @@ from shared.events import captures as cap
 
 from .capture_factory import ParticipantSpec, SessionSpec, make_capture
 from .media_probe import probe
+from .sealed import opened
 
 KEY = Ed25519PrivateKey.generate()
 
@@ -31,7 +32,9 @@ def test_h264_goes_into_matroska_with_its_picture_size(tmp_path: Path) -> None:
         tmp_path, [ParticipantSpec("dana", sessions=(SessionSpec(0, 4),), video="video/H264")]
     )
     state = fold(c.events)
-    sealed = build_output(c.rec_dir, state, plan_files(state), signing_key=KEY)
+    sealed = opened(
+        c, build_output(c.rec_dir, state, plan_files(state), key=c.key, signing_key=KEY)
+    )
     media = [f for f in sealed.files if f.role == "media"]
     assert [(f.name, f.content_type) for f in media] == [("dana.mkv", "video/x-matroska")]
     path = sealed.output / "dana.mkv"
@@ -50,10 +53,14 @@ def test_h264_goes_into_matroska_with_its_picture_size(tmp_path: Path) -> None:
 def test_same_capture_gives_the_same_bytes(tmp_path: Path) -> None:
     c = make_capture(tmp_path, [ParticipantSpec("erin", sessions=(SessionSpec(0, 3),))])
     state = fold(c.events)
-    first = build_output(c.rec_dir, state, plan_files(state), signing_key=KEY)
+    first = build_output(c.rec_dir, state, plan_files(state), key=c.key, signing_key=KEY)
     shutil.rmtree(first.output)
-    second = build_output(c.rec_dir, state, plan_files(state), signing_key=KEY)
+    second = build_output(c.rec_dir, state, plan_files(state), key=c.key, signing_key=KEY)
+    # The same plaintext (what the event describes), under the same stored names; the stored
+    # bytes differ, since every file written gets a fresh salt (hence a fresh chunk key).
     assert first.files == second.files
+    assert set(first.stored_sha256) == set(second.stored_sha256)
+    assert not set(first.stored_sha256.values()) & set(second.stored_sha256.values())
 
 
 def test_leftovers_of_a_crashed_run_are_replaced(tmp_path: Path) -> None:
@@ -65,26 +72,26 @@ def test_leftovers_of_a_crashed_run_are_replaced(tmp_path: Path) -> None:
     stale_output = c.rec_dir / "output"
     stale_output.mkdir()
     (stale_output / "junk.webm").write_bytes(b"never sealed")
-    sealed = build_output(c.rec_dir, state, plan_files(state), signing_key=KEY)
+    sealed = build_output(c.rec_dir, state, plan_files(state), key=c.key, signing_key=KEY)
     assert not stale_staging.exists()
-    assert sorted(p.name for p in sealed.output.iterdir()) == [
-        "SHA256SUMS",
-        "erin.webm",
-        "manifest.json",
-        "manifest.json.sig",
-    ]
+    (media,) = [f for f in sealed.files if f.role == "media"]
+    assert media.name == "erin.webm" and media.stored_name != media.name
+    assert sorted(p.name for p in sealed.output.iterdir()) == sorted(
+        ["SHA256SUMS", media.stored_name, "manifest.json", "manifest.json.sig"]
+    )
+    sealed = opened(c, sealed)
     manifest = json.loads((sealed.output / "manifest.json").read_text())
     assert [f["name"] for f in manifest["files"]] == ["erin.webm"]
 
 
-def test_wrong_size_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+def test_appended_byte_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     c = make_capture(tmp_path, [ParticipantSpec("erin", sessions=(SessionSpec(0, 2),))])
     seg = c.segments[0]
     with c.segment_path(seg).open("ab") as fh:
         fh.write(b"\x00")
     state = fold(c.events)
-    with pytest.raises(SegmentInvalid, match=f"{seg.path} has {seg.size + 1} bytes"):
-        build_output(c.rec_dir, state, plan_files(state), signing_key=KEY)
+    with pytest.raises(SegmentInvalid, match=f"{seg.path} fails authentication"):
+        build_output(c.rec_dir, state, plan_files(state), key=c.key, signing_key=KEY)
     assert sorted(p.name for p in c.rec_dir.iterdir()) == ["capture"]
 
 
@@ -95,13 +102,15 @@ def test_segment_path_leaving_the_recording_folder_is_refused(tmp_path: Path) ->
     events = [bad if e is seg else e for e in c.events]
     state = fold(events)
     with pytest.raises(SegmentInvalid, match="leaves the recording folder"):
-        build_output(c.rec_dir, state, plan_files(state), signing_key=KEY)
+        build_output(c.rec_dir, state, plan_files(state), key=c.key, signing_key=KEY)
 
 
 def test_audio_only_participant(tmp_path: Path) -> None:
     c = make_capture(tmp_path, [ParticipantSpec("finn", sessions=(SessionSpec(0, 3),), video=None)])
     state = fold(c.events)
-    sealed = build_output(c.rec_dir, state, plan_files(state), signing_key=KEY)
+    sealed = opened(
+        c, build_output(c.rec_dir, state, plan_files(state), key=c.key, signing_key=KEY)
+    )
     p = probe(sealed.output / "finn.webm")
     assert p.errors == [] and [t for t, _ in p.streams] == ["audio"]
     assert p.frames["audio"] == 150

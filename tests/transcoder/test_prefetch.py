@@ -57,7 +57,7 @@ def test_reencoded_mp4_is_the_same_bytes_every_time(tmp_path: Path) -> None:
     c = make_capture(tmp_path, [ParticipantSpec("erin", sessions=(SessionSpec(0, 3),))])
     (plan,) = plan_files(fold(c.events), OutputOptions("mp4"))
     first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
-    assert remux(plan, c.rec_dir, first).packets == remux(plan, c.rec_dir, second).packets
+    assert remux(plan, c.files, first).packets == remux(plan, c.files, second).packets
     assert first.read_bytes() == second.read_bytes()
 
 
@@ -68,5 +68,5 @@ def test_a_missing_audio_segment_fails_the_threaded_mp4(tmp_path: Path) -> None:
     c.segment_path(audio).unlink()
     before = threading.active_count()
     with pytest.raises(SegmentInvalid, match=f"{audio.path} is missing"):
-        remux(plan, c.rec_dir, tmp_path / "erin.mp4")
+        remux(plan, c.files, tmp_path / "erin.mp4")
     assert threading.active_count() == before

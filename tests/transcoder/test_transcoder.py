@@ -13,8 +13,6 @@ from nats.js import JetStreamContext
 
 from shared import natsio, signing
 from shared.events import captures as cap
-from shared.events import event_id, now
-from shared.events import recordings as rec
 from shared.events import transcodes as tx
 from shared.integrity import digest_file
 
@@ -22,11 +20,11 @@ from .capture_factory import (
     Capture,
     ParticipantSpec,
     SessionSpec,
-    make_capture,
     publish_capture,
 )
-from .conftest import Transcoders, wait_event
+from .conftest import Transcoders, Vault, wait_event
 from .media_probe import probe
+from .sealed import assert_no_plaintext, plain_copy
 
 
 async def transcode_events(js: JetStreamContext, rid: str, kind: str = ">") -> list[object]:
@@ -36,7 +34,8 @@ async def transcode_events(js: JetStreamContext, rid: str, kind: str = ">") -> l
 def check_output(
     capture: Capture, sealed: tx.RecordingSealed, *, tolerance: float, data_dir: Path
 ) -> Path:
-    """Every property a recipient relies on; returns the output folder."""
+    """Every property a recipient relies on, checked on a decrypted copy of the output (the
+    backup holds it encrypted, media under pseudonyms); returns that copy's folder."""
     out = capture.backup_root / sealed.output_dir
     # Each attempt seals its own folder; only the sealed one is left.
     assert out.parent == capture.rec_dir and out.name.startswith("output-")
@@ -53,7 +52,13 @@ def check_output(
         ("manifest.json", "manifest"),
         ("manifest.json.sig", "signature"),
     }
-    assert sorted(p.name for p in out.iterdir()) == sorted(f.name for f in sealed.files)
+    # In the backup: each file under its stored name; a media file's says nothing of its name.
+    assert sorted(p.name for p in out.iterdir()) == sorted(f.stored_name for f in sealed.files)
+    for f in everything:
+        assert isinstance(f.stored_as, str) and f.stored_as.startswith("n"), f
+        assert f.name.split(".")[0] not in f.stored_as
+    assert_no_plaintext(capture.backup_root, capture)
+    out = plain_copy(capture, out, sealed.files, data_dir.parent / "plain" / out.name)
     # The manifest is signed with the operator's key, and `resguardo verify` accepts the folder.
     key = signing.load_or_create(signing.key_path(data_dir))
     manifest_raw = (out / "manifest.json").read_bytes()
@@ -69,7 +74,7 @@ def check_output(
         timeout=60,
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    # Sizes and hashes in the event are those of the files on disk.
+    # Sizes and hashes in the event are those of the decrypted files.
     for f in sealed.files:
         d = digest_file(out / f.name)
         assert (d.size, d.sha256, d.crc32) == (f.size, f.sha256, f.crc32), f.name
@@ -128,9 +133,10 @@ def check_output(
 
 
 async def test_two_participants_are_sealed_into_verified_files(
-    js: JetStreamContext, transcoders: Transcoders, backup_root: Path
+    js: JetStreamContext, transcoders: Transcoders, backup_root: Path, vault: Vault
 ) -> None:
-    capture = make_capture(
+    capture = await vault.capture(
+        js,
         backup_root,
         [
             ParticipantSpec("alice", sessions=(SessionSpec(0.0, 6.0),)),
@@ -152,9 +158,11 @@ async def test_two_participants_are_sealed_into_verified_files(
 
 
 async def test_tampered_segment_is_quarantined_and_backup_kept(
-    js: JetStreamContext, transcoders: Transcoders, backup_root: Path
+    js: JetStreamContext, transcoders: Transcoders, backup_root: Path, vault: Vault
 ) -> None:
-    capture = make_capture(backup_root, [ParticipantSpec("alice", sessions=(SessionSpec(0, 4),))])
+    capture = await vault.capture(
+        js, backup_root, [ParticipantSpec("alice", sessions=(SessionSpec(0, 4),))]
+    )
     victim = capture.segments[1]
     path = capture.segment_path(victim)
     data = bytearray(path.read_bytes())
@@ -164,7 +172,7 @@ async def test_tampered_segment_is_quarantined_and_backup_kept(
     await publish_capture(js, capture)
     event = await wait_event(js, "quarantined", capture.recording_id, explain=transcoders.log_tail)
     assert isinstance(event, tx.RecordingQuarantined)
-    assert victim.path in event.reason and "SHA-256" in event.reason
+    assert victim.path in event.reason and "fails authentication" in event.reason
     assert await transcode_events(js, capture.recording_id, "sealed") == []
     assert all(capture.segment_path(s).is_file() for s in capture.segments)
     assert not list(capture.rec_dir.glob("output-*"))
@@ -172,9 +180,11 @@ async def test_tampered_segment_is_quarantined_and_backup_kept(
 
 
 async def test_missing_segment_file_is_quarantined_naming_it(
-    js: JetStreamContext, transcoders: Transcoders, backup_root: Path
+    js: JetStreamContext, transcoders: Transcoders, backup_root: Path, vault: Vault
 ) -> None:
-    capture = make_capture(backup_root, [ParticipantSpec("alice", sessions=(SessionSpec(0, 4),))])
+    capture = await vault.capture(
+        js, backup_root, [ParticipantSpec("alice", sessions=(SessionSpec(0, 4),))]
+    )
     victim = capture.segments[-1]
     capture.segment_path(victim).unlink()
     transcoders.start()
@@ -185,9 +195,11 @@ async def test_missing_segment_file_is_quarantined_naming_it(
 
 
 async def test_late_segment_event_is_waited_for(
-    js: JetStreamContext, transcoders: Transcoders, backup_root: Path
+    js: JetStreamContext, transcoders: Transcoders, backup_root: Path, vault: Vault
 ) -> None:
-    capture = make_capture(backup_root, [ParticipantSpec("alice", sessions=(SessionSpec(0, 4),))])
+    capture = await vault.capture(
+        js, backup_root, [ParticipantSpec("alice", sessions=(SessionSpec(0, 4),))]
+    )
     late = capture.segments[-1]
     transcoders.start(retry_delay_s=0.5, incomplete_attempts=20)
     await publish_capture(js, capture, events=[e for e in capture.events if e is not late])
@@ -199,9 +211,11 @@ async def test_late_segment_event_is_waited_for(
 
 
 async def test_segment_event_that_never_comes_quarantines(
-    js: JetStreamContext, transcoders: Transcoders, backup_root: Path
+    js: JetStreamContext, transcoders: Transcoders, backup_root: Path, vault: Vault
 ) -> None:
-    capture = make_capture(backup_root, [ParticipantSpec("alice", sessions=(SessionSpec(0, 4),))])
+    capture = await vault.capture(
+        js, backup_root, [ParticipantSpec("alice", sessions=(SessionSpec(0, 4),))]
+    )
     lost = capture.segments[0]
     transcoders.start(retry_delay_s=0.2, incomplete_attempts=3)
     await publish_capture(js, capture, events=[e for e in capture.events if e is not lost])
@@ -213,9 +227,10 @@ async def test_segment_event_that_never_comes_quarantines(
 
 
 async def test_reconnect_keeps_the_gap_and_timestamps_increase(
-    js: JetStreamContext, transcoders: Transcoders, backup_root: Path
+    js: JetStreamContext, transcoders: Transcoders, backup_root: Path, vault: Vault
 ) -> None:
-    capture = make_capture(
+    capture = await vault.capture(
+        js,
         backup_root,
         [ParticipantSpec("bob", sessions=(SessionSpec(0.0, 5.0), SessionSpec(8.0, 5.0)))],
     )
@@ -234,9 +249,10 @@ async def test_reconnect_keeps_the_gap_and_timestamps_increase(
 
 
 async def test_killed_mid_file_restarts_and_seals_exactly_once(
-    js: JetStreamContext, transcoders: Transcoders, backup_root: Path
+    js: JetStreamContext, transcoders: Transcoders, backup_root: Path, vault: Vault
 ) -> None:
-    capture = make_capture(
+    capture = await vault.capture(
+        js,
         backup_root,
         [
             ParticipantSpec("alice", sessions=(SessionSpec(0.0, 25.0),)),
@@ -252,7 +268,8 @@ async def test_killed_mid_file_restarts_and_seals_exactly_once(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
     while staging_file is None and loop.time() < deadline:
-        found = [p for p in capture.rec_dir.glob("output.tmp-*/alice.webm") if p.stat().st_size]
+        # Media files are written under pseudonyms ("n" and hex), and sealed chunk by chunk.
+        found = [p for p in capture.rec_dir.glob("output.tmp-*/n*") if p.stat().st_size]
         staging_file = found[0] if found else None
         await asyncio.sleep(0.02)
     assert staging_file is not None, transcoders.log_tail()
@@ -281,10 +298,10 @@ def _log_count(transcoders: Transcoders, rid: str, msg: str) -> int:
 
 
 async def test_remux_longer_than_ack_wait_runs_once_across_two_instances(
-    js: JetStreamContext, transcoders: Transcoders, backup_root: Path
+    js: JetStreamContext, transcoders: Transcoders, backup_root: Path, vault: Vault
 ) -> None:
-    capture = make_capture(
-        backup_root, [ParticipantSpec("alice", sessions=(SessionSpec(0, 10),))], segment_s=5.0
+    capture = await vault.capture(
+        js, backup_root, [ParticipantSpec("alice", sessions=(SessionSpec(0, 10),))], segment_s=5.0
     )
     total = sum(s.size for s in capture.segments)
     slow = {"max_write_bytes_per_s": max(total // 5, 1), "ack_wait_s": 1.5}  # ~5 s per run
@@ -302,9 +319,11 @@ async def test_remux_longer_than_ack_wait_runs_once_across_two_instances(
 
 
 async def test_recording_without_media_is_quarantined(
-    js: JetStreamContext, transcoders: Transcoders, backup_root: Path
+    js: JetStreamContext, transcoders: Transcoders, backup_root: Path, vault: Vault
 ) -> None:
-    capture = make_capture(backup_root, [ParticipantSpec("alice", sessions=(SessionSpec(0, 1),))])
+    capture = await vault.capture(
+        js, backup_root, [ParticipantSpec("alice", sessions=(SessionSpec(0, 1),))]
+    )
     kept = [e for e in capture.events if isinstance(e, cap.ParticipantJoined | cap.ParticipantLeft)]
     closed = replace(capture.closed, segments=0, tracks=0)
     transcoders.start()
@@ -315,27 +334,22 @@ async def test_recording_without_media_is_quarantined(
 
 
 async def test_destination_asking_for_mp4_gets_mp4(
-    js: JetStreamContext, transcoders: Transcoders, backup_root: Path
+    js: JetStreamContext, transcoders: Transcoders, backup_root: Path, vault: Vault
 ) -> None:
-    capture = make_capture(backup_root, [ParticipantSpec("alice", sessions=(SessionSpec(0, 3),))])
-    started = rec.RecordingStarted(
-        event_id=event_id(capture.recording_id, "started"),
-        recording_id=capture.recording_id,
-        tenant_id=capture.tenant_id,
-        occurred_at=now(),
-        destination_id="dst_0123456789abcdef",
-        destination_name="archive",
-        whip_token_sha256="0" * 64,
-        output_format="mp4",
-        output_tracks="av",
+    capture = await vault.capture(
+        js,
+        backup_root,
+        [ParticipantSpec("alice", sessions=(SessionSpec(0, 3),))],
+        started={"output_format": "mp4", "output_tracks": "av"},
     )
     transcoders.start()
-    await natsio.publish(js, started)
     await publish_capture(js, capture)
     sealed = await wait_event(js, "sealed", capture.recording_id, explain=transcoders.log_tail)
     media = sorted((f.name, f.content_type) for f in sealed.files if f.role == "media")
     assert media == [("alice.mp4", "video/mp4"), ("composite.mp4", "video/mp4")]
     out = capture.backup_root / sealed.output_dir
+    assert_no_plaintext(capture.backup_root, capture)
+    out = plain_copy(capture, out, sealed.files, transcoders.data_dir.parent / "plain")
     for name, _ in media:
         p = probe(out / name)
         assert p.errors == [] and dict(p.streams) == {"video": "h264", "audio": "aac"}
