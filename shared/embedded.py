@@ -107,10 +107,13 @@ SERVICE_RIGHTS: dict[str, ServiceRights] = {
     "api": ServiceRights(
         "RECORDINGS", "recordings", requests=("rpc.vault.public_key", "rpc.vault.destinations.>")
     ),
-    "proxy": ServiceRights("CAPTURES", "captures"),
-    "transcoder": ServiceRights("TRANSCODES", "transcodes"),
+    # A recording's data key: whoever reads or writes its backup (the key is sealed per job).
+    "proxy": ServiceRights("CAPTURES", "captures", requests=("rpc.vault.recording_key",)),
+    "transcoder": ServiceRights("TRANSCODES", "transcodes", requests=("rpc.vault.recording_key",)),
     "uploader": ServiceRights(
-        "UPLOADS", "uploads", requests=("rpc.vault.grant", "rpc.vault.destinations.get")
+        "UPLOADS",
+        "uploads",
+        requests=("rpc.vault.grant", "rpc.vault.destinations.get", "rpc.vault.recording_key"),
     ),
 }
 OPERATOR = "operator"  # full rights: for the operator's tools and tests, never for a service

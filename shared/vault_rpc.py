@@ -8,7 +8,11 @@ and answered by JetStream's publish ack):
     rpc.vault.destinations.get      DestinationQuery  -> DestinationReply
     rpc.vault.destinations.delete   DestinationQuery  -> DestinationReply
     rpc.vault.destinations.test     DestinationQuery  -> ProbeReply         (API only)
+                                    (the uploader runs the test: vault.probe_requested ->
+                                    a probe grant -> upload.probe_finished)
     rpc.vault.grant                 GrantRequest -> GrantReply  (uploader only)
+    rpc.vault.recording_key         RecordingKeyRequest -> RecordingKeyReply
+                                    (proxy, transcoder, uploader: a recording's data key)
 
 Secrets travel only sealed (``shared.sealedbox``): the API seals a new destination's config to the
 vault's public key; the vault seals a grant to the uploader's fresh per-job key.
@@ -28,6 +32,11 @@ SUBJECT_GET = "rpc.vault.destinations.get"
 SUBJECT_DELETE = "rpc.vault.destinations.delete"
 SUBJECT_TEST = "rpc.vault.destinations.test"
 SUBJECT_GRANT = "rpc.vault.grant"
+SUBJECT_RECORDING_KEY = "rpc.vault.recording_key"
+# What a recording's data key is asked for (audited with the request): the proxy writes
+# segments (and salvages them after a crash), the transcoder reads them and writes outputs, the
+# uploader reads outputs to deliver them.
+RECORDING_KEY_PURPOSES = ("capture", "salvage", "transcode", "upload")
 
 
 def create_context(tenant_id: str, name: str) -> bytes:
@@ -36,6 +45,10 @@ def create_context(tenant_id: str, name: str) -> bytes:
 
 def grant_context(job_id: str) -> bytes:
     return f"grant\x00{job_id}".encode()
+
+
+def recording_key_context(recording_id: str, job_id: str) -> bytes:
+    return f"recording-key\x00{recording_id}\x00{job_id}".encode()
 
 
 class VaultKeyReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,6 +105,9 @@ class GrantRequest(msgspec.Struct, frozen=True, kw_only=True):
     tenant_id: str
     destination_id: str
     public_key: bytes  # the uploader's fresh X25519 key for this job only
+    # A destination test's job (``vault.probe_requested`` on the VAULT stream, whose
+    # recording_id and job_id these are), not an upload's.
+    probe: bool = False
 
 
 class Grant(msgspec.Struct, frozen=True, kw_only=True):
@@ -119,4 +135,19 @@ class ProbeReport(msgspec.Struct, frozen=True, kw_only=True):
 class ProbeReply(msgspec.Struct, frozen=True, kw_only=True):
     destination: DestinationView | None = None
     probe: ProbeReport | None = None
+    problem: Problem | None = None
+
+
+class RecordingKeyRequest(msgspec.Struct, frozen=True, kw_only=True):
+    recording_id: str
+    tenant_id: str
+    job_id: str  # the requester's own, unique per request (one key per job, audited)
+    purpose: str  # one of RECORDING_KEY_PURPOSES
+    public_key: bytes  # the requester's fresh X25519 key for this job only
+
+
+class RecordingKeyReply(msgspec.Struct, frozen=True, kw_only=True):
+    # the 32-byte data key, sealed to RecordingKeyRequest.public_key with recording_key_context
+    sealed: bytes = b""
+    key_version: int = 0  # the master key version that wraps it (never the key)
     problem: Problem | None = None

@@ -166,6 +166,12 @@ def _rewrap(args: argparse.Namespace) -> int:
         "unknown_version": {str(v): n for v, n in sorted(result.unknown_version.items())},
         "failed": result.failed,
         "by_version": {str(v): n for v, n in sorted(result.by_version.items())},
+        "recordings": {
+            "to_rewrap": result.recordings_to_rewrap,
+            "rewrapped": result.recordings_rewrapped,
+            "failed": result.recordings_failed,
+            "by_version": {str(v): n for v, n in sorted(result.recordings_by_version.items())},
+        },
         "ok": result.ok,
     }
     if args.json:
@@ -182,6 +188,11 @@ def _rewrap(args: argparse.Namespace) -> int:
     )
     per_version = ", ".join(f"v{v}: {n}" for v, n in sorted(result.by_version.items()))
     print(f"Data keys per version now: {per_version or 'none'}.")
+    per_version = ", ".join(f"v{v}: {n}" for v, n in sorted(result.recordings_by_version.items()))
+    print(
+        f"Recording keys: {result.recordings_rewrapped} rewrapped; per version now: "
+        f"{per_version or 'none'}."
+    )
     if result.unknown_version:
         missing = ", ".join(map(str, sorted(result.unknown_version)))
         raise CliError(
@@ -192,6 +203,12 @@ def _rewrap(args: argparse.Namespace) -> int:
         raise CliError(
             f"{len(result.failed)} data key(s) failed authentication and were left as they are "
             f"(first: {result.failed[0]}); restore that row from a backup or re-create it."
+        )
+    if result.recordings_failed:
+        raise CliError(
+            f"{len(result.recordings_failed)} recording key(s) failed authentication and were "
+            f"left as they are (first: {result.recordings_failed[0]}); restore that row from a "
+            "backup: without it that recording's backup cannot be read."
         )
     return 0
 

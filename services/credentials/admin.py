@@ -33,7 +33,7 @@ import asyncpg
 
 from shared.config import CommonConfig, env_name, load
 
-from . import aead, crypto, store
+from . import aead, crypto, reckeys, store
 from .config import VaultConfig
 from .keys import (
     MASTER_KEY_LEN,
@@ -142,10 +142,15 @@ class RewrapResult:
     unknown_version: dict[int, int] = field(default_factory=dict)  # version -> rows
     failed: list[str] = field(default_factory=list)  # destination ids whose key did not open
     by_version: dict[int, int] = field(default_factory=dict)  # after the run
+    # The same for recordings' data keys (``reckeys``): counted apart, failures by recording id.
+    recordings_to_rewrap: int = 0
+    recordings_rewrapped: int = 0
+    recordings_failed: list[str] = field(default_factory=list)
+    recordings_by_version: dict[int, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return not self.unknown_version and not self.failed
+        return not self.unknown_version and not self.failed and not self.recordings_failed
 
 
 async def rewrap(
@@ -189,7 +194,37 @@ async def rewrap(
             if on_progress is not None:
                 on_progress(done, max(result.to_rewrap, done))
     result.by_version = await store.key_version_counts(pool)
+    await _rewrap_recording_keys(pool, keys, result, batch)
     return result
+
+
+async def _rewrap_recording_keys(
+    pool: asyncpg.Pool, keys: MasterKeys, result: RewrapResult, batch: int
+) -> None:
+    """Recordings' data keys: unwrapped and re-wrapped one by one; no media is touched."""
+    newest = keys.newest
+    before = await reckeys.key_version_counts(pool)
+    result.recordings_to_rewrap = sum(n for v, n in before.items() if v != newest)
+    after = ""
+    while before:
+        rows = await reckeys.rows_not_at(pool, newest, after=after, limit=batch)
+        if not rows:
+            break
+        for row in rows:
+            after = row.recording_id
+            try:
+                wrapped = reckeys.rewrap(keys, row, newest)
+            except crypto.UnknownKeyVersion as exc:
+                result.unknown_version[exc.version] = result.unknown_version.get(exc.version, 0) + 1
+                continue
+            except aead.AeadError:
+                result.recordings_failed.append(row.recording_id)
+                continue
+            if await reckeys.replace_wrapped_key(pool, row, wrapped, newest):
+                result.recordings_rewrapped += 1
+            else:
+                result.changed_meanwhile += 1
+    result.recordings_by_version = await reckeys.key_version_counts(pool)
 
 
 # --- retire ------------------------------------------------------------------------------------
@@ -215,13 +250,14 @@ async def retire(pool: asyncpg.Pool, source: KeySource, version: int) -> RetireR
             f"version {version} is the newest master key and wraps every new data key; "
             "run `resguardo keys rotate` and `resguardo keys rewrap` first"
         )
-    in_use = 0
+    in_use = recordings = 0
     if await store.schema_exists(pool):
         in_use = (await store.key_version_counts(pool)).get(version, 0)
-    if in_use:
+        recordings = (await reckeys.key_version_counts(pool)).get(version, 0)
+    if in_use or recordings:
         raise KeyAdminError(
-            f"{in_use} destination data key(s) still use master key version {version}; run "
-            "`resguardo keys rewrap` first"
+            f"{in_use} destination data key(s) and {recordings} recording data key(s) still use "
+            f"master key version {version}; run `resguardo keys rewrap` first"
         )
     if source.from_env:
         raise KeyAdminError(

@@ -5,8 +5,8 @@ Replies are JSON (msgspec) of the structs in ``shared.vault_rpc``; every failure
 the API can map to an HTTP status. Nothing here ever logs a request body.
 
 Each request is handled in its own task (up to ``RESGUARDO_VAULT_CONCURRENCY`` at once): a
-subscription's callback runs one message at a time, so a slow probe or a grant waiting on
-JetStream would otherwise hold up every request behind it.
+subscription's callback runs one message at a time, so a destination test waiting for its
+uploader or a grant waiting on JetStream would otherwise hold up every request behind it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from shared.vault_rpc import (
     SUBJECT_GRANT,
     SUBJECT_LIST,
     SUBJECT_PUBLIC_KEY,
+    SUBJECT_RECORDING_KEY,
     SUBJECT_TEST,
     DestinationCreate,
     DestinationListReply,
@@ -38,13 +39,16 @@ from shared.vault_rpc import (
     GrantRequest,
     ProbeReply,
     Problem,
+    RecordingKeyReply,
+    RecordingKeyRequest,
 )
 
-from . import store
+from . import probes, store
 from .config import VaultConfig
 from .deferred import collect
 from .facts import Facts
 from .keys import KeyRing, load_vault_key
+from .recording_keys import PURGE_CONSUMER, RecordingKeys, purge_handler
 from .rows import RowCache
 from .vault import Vault
 
@@ -57,7 +61,9 @@ _encoder = msgspec.json.Encoder()
 Reply = msgspec.Struct
 
 
-def _routes(vault: Vault) -> list[tuple[str, Callable[[Msg], Awaitable[Reply]]]]:
+def _routes(
+    vault: Vault, recording_keys: RecordingKeys
+) -> list[tuple[str, Callable[[Msg], Awaitable[Reply]]]]:
     async def public_key(msg: Msg) -> Reply:
         return vault.public_key()
 
@@ -88,6 +94,11 @@ def _routes(vault: Vault) -> list[tuple[str, Callable[[Msg], Awaitable[Reply]]]]
         requester = (msg.headers or {}).get(REQUESTER_HEADER, "unknown")[:64]
         return await vault.grant(req, requester)
 
+    async def recording_key(msg: Msg) -> Reply:
+        req = msgspec.json.decode(msg.data, type=RecordingKeyRequest)
+        requester = (msg.headers or {}).get(REQUESTER_HEADER, "unknown")[:64]
+        return await recording_keys.issue(req, requester)
+
     return [
         (SUBJECT_PUBLIC_KEY, public_key),
         (SUBJECT_CREATE, create),
@@ -96,6 +107,7 @@ def _routes(vault: Vault) -> list[tuple[str, Callable[[Msg], Awaitable[Reply]]]]
         (SUBJECT_DELETE, delete),
         (SUBJECT_TEST, test),
         (SUBJECT_GRANT, grant),
+        (SUBJECT_RECORDING_KEY, recording_key),
     ]
 
 
@@ -120,6 +132,8 @@ def _failure(subject: str, status: int, message: str) -> Reply:
         return GrantReply(problem=problem)
     if subject == SUBJECT_TEST:
         return ProbeReply(problem=problem)
+    if subject == SUBJECT_RECORDING_KEY:
+        return RecordingKeyReply(problem=problem)
     return DestinationReply(problem=problem)
 
 
@@ -189,6 +203,7 @@ async def serve(ctx: ServiceContext[VaultConfig]) -> None:
     ctx.stack.push_async_callback(service.close_pool, pool)
     ctx.health.add_check("database", checks.database(pool))
     await store.create_schema(pool)
+    await probes.create_schema(pool)  # destinations pending their test
     rows = RowCache(pool, cfg.database_url)
     await rows.start()
     ctx.stack.push_async_callback(rows.stop)
@@ -205,9 +220,11 @@ async def serve(ctx: ServiceContext[VaultConfig]) -> None:
         facts=facts,
         rows=rows,
     )
+    recording_keys = RecordingKeys(ring=ring, pool=pool, js=ctx.js, facts=facts)
+    ctx.consume(PURGE_CONSUMER, purge_handler(recording_keys))
     workers = Workers(cfg.vault_concurrency)
     subs: list[Subscription] = []
-    for subject, handler in _routes(vault):
+    for subject, handler in _routes(vault, recording_keys):
         subs.append(
             await ctx.nc.subscribe(subject, queue=QUEUE, cb=_callback(subject, handler, workers))
         )

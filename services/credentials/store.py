@@ -14,6 +14,8 @@ from typing import Any
 
 import asyncpg
 
+from . import reckeys
+
 log = logging.getLogger(__name__)
 
 SCHEMA_LOCK = 0x7265737661756C74  # pg_advisory_xact_lock id: "resvault"
@@ -97,6 +99,7 @@ async def create_schema(pool: asyncpg.Pool) -> None:
         # Two vaults starting at once would race on CREATE ... IF NOT EXISTS: serialise them.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
         await conn.execute(SCHEMA)
+        await conn.execute(reckeys.SCHEMA)
 
 
 # Queries are spelled out in full (no string building): every value is a $n parameter.

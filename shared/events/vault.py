@@ -13,7 +13,8 @@ STREAM = StreamSpec(
     description=(
         "Audit of credential grants and refusals (who, which job, when; never the secret). "
         "A grant is on vault.<rid>.grant_issued.<job token>, stored only as that subject's "
-        "first message: one grant per job."
+        "first message: one grant per job. Recording data keys the same way: "
+        "vault.<rid>.recording_key_issued.<job token>, and their destruction on purge."
     ),
 )
 
@@ -32,6 +33,7 @@ class GrantIssued(Event, frozen=True, kw_only=True, tag="vault.grant_issued"):
     destination_id: str
     requester: str
     key_version: int = 0
+    probe: bool = False  # a destination test's job (``ProbeRequested``), not an upload's
 
     def subject_tail(self) -> str:
         # One subject per job (vault.<rid>.grant_issued.<job token>): the vault publishes each
@@ -45,7 +47,68 @@ class GrantRefused(Event, frozen=True, kw_only=True, tag="vault.grant_refused"):
     destination_id: str
     requester: str
     reason: str
+    probe: bool = False
 
 
-VaultEvent = GrantIssued | GrantRefused
-EVENTS: tuple[type[Event], ...] = (GrantIssued, GrantRefused)
+class ProbeRequested(Event, frozen=True, kw_only=True, tag="vault.probe_requested"):
+    """The vault asks an uploader to test a destination (write, confirm and delete a test
+    object): the one fact a probe's grant is checked against. ``recording_id`` is the probe's own
+    id (a fresh ``rec_`` id that names no recording; the test object's key uses it), so the
+    request is on ``vault.<probe id>.probe_requested`` and its grant, once only, on
+    ``vault.<probe id>.grant_issued.<job token>``. The uploader answers with
+    ``upload.probe_finished``."""
+
+    job_id: str
+    destination_id: str
+    provider: str
+    # "add": the destination is stored only if it passes (until then its row is pending, and no
+    # upload can be granted it); "test": a stored destination (``destinations test``).
+    purpose: str
+    timeout_s: float  # how long the write, confirm and delete may take in all
+
+
+class RecordingKeyIssued(Event, frozen=True, kw_only=True, tag="vault.recording_key_issued"):
+    """A recording's data key was sealed to a job (never the key). Like ``GrantIssued``, its id is
+    the request's own and its subject the job's, so one job gets the key once."""
+
+    job_id: str
+    purpose: str
+    requester: str
+    key_version: int
+    created: bool = False  # this request made the recording's key
+
+    def subject_tail(self) -> str:
+        return job_token(self.job_id)
+
+
+class RecordingKeyRefused(Event, frozen=True, kw_only=True, tag="vault.recording_key_refused"):
+    job_id: str
+    purpose: str
+    requester: str
+    reason: str
+
+
+class RecordingKeyDestroyed(Event, frozen=True, kw_only=True, tag="vault.recording_key_destroyed"):
+    """The recording's data key was deleted (crypto-shredding): every copy of its backup,
+    wherever it survives, is unreadable from now on."""
+
+    reason: str
+    existed: bool = True  # False: there was no key to delete (never issued, or already gone)
+
+
+VaultEvent = (
+    GrantIssued
+    | GrantRefused
+    | RecordingKeyIssued
+    | RecordingKeyRefused
+    | RecordingKeyDestroyed
+    | ProbeRequested
+)
+EVENTS: tuple[type[Event], ...] = (
+    GrantIssued,
+    GrantRefused,
+    RecordingKeyIssued,
+    RecordingKeyRefused,
+    RecordingKeyDestroyed,
+    ProbeRequested,
+)

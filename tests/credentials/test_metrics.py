@@ -65,7 +65,13 @@ async def test_grants_are_counted_by_outcome_and_reason(
 
     status, state = await asyncio.to_thread(scrape.readiness, base)
     assert status == 200, state
-    assert state["checks"] == {"nats": "ok", "started": "ok", "rpc": "ok", "database": "ok"}
+    assert state["checks"] == {
+        "nats": "ok",
+        "started": "ok",
+        "rpc": "ok",
+        "database": "ok",
+        "consumer vault-shred": "ok",
+    }
 
 
 async def test_readiness_names_the_database_when_it_is_gone(

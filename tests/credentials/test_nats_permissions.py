@@ -20,6 +20,7 @@ from shared import natsio, sealedbox, vault_rpc
 from shared.embedded import OPERATOR, SERVICE_RIGHTS, NatsServer, system_users
 from shared.events import recordings as rec_events
 from shared.ids import new_recording_id, new_tenant_id
+from shared.recording_key import RecordingKeyError, fetch_recording_key
 from tests.servers import ServiceProcess
 
 from .helpers import VaultClient, publish_attempt, publish_started, start_vault, wait_ready
@@ -161,6 +162,34 @@ async def test_only_the_uploader_may_request_grants_and_only_the_vault_answers(
     reply = msgspec.json.decode(msg.data, type=vault_rpc.GrantReply)
     assert reply.problem is None and reply.sealed, reply.problem
     assert uploader.errors == []
+
+
+async def test_only_services_that_touch_the_backup_may_ask_for_recording_keys(
+    logins: dict[str, Login], secured_vault: ServiceProcess
+) -> None:
+    api = logins["api"]
+    await wait_ready(api.nc, secured_vault)
+    tenant, rid = new_tenant_id(), new_recording_id()
+    await publish_started(api.nc.jetstream(), rid, tenant, "dst_unused")
+    rights = {"api": False, "credentials": False, "proxy": True, "transcoder": True}
+    for name, allowed in {**rights, "uploader": True}.items():
+        lg = logins[name]
+        try:
+            key = await fetch_recording_key(
+                lg.nc,
+                recording_id=rid,
+                tenant_id=tenant,
+                purpose="capture",
+                service=name,
+                timeout=1.0 if not allowed else 10.0,
+                attempts=1,
+            )
+        except RecordingKeyError:
+            assert not allowed, name
+            assert await lg.violations(f'publish to "{vault_rpc.SUBJECT_RECORDING_KEY}"'), name
+        else:
+            assert allowed, name
+            key.wipe()
 
 
 async def test_no_one_but_the_vault_may_listen_on_vault_subjects(
