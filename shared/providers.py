@@ -6,10 +6,12 @@ an error naming the field); only the secret fields are encrypted, the rest stay 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-FieldType = Literal["str", "int", "bool"]
+FieldType = Literal["str", "int", "bool", "list"]  # list: a list of strings
+MAX_AGE_RECIPIENTS = 20
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,34 @@ class FieldSpec:
     type: FieldType = "str"
     choices: tuple[str, ...] = ()
     doc: str = ""
+    # Further checks of a value of the right type: raises FieldError naming the field.
+    check: Callable[[str, Any], None] | None = None
+
+
+def check_age_recipients(field: str, value: list[str]) -> None:
+    """``encrypt_to``: 1 to 20 distinct age X25519 recipients (``age1...``), each checked by the
+    age library itself (bech32 and key length), so a typo is refused now, not at the first
+    upload. Recipients are public keys: naming the bad one's position is enough."""
+    from pyrage import RecipientError, x25519  # only when the field is used
+
+    if not value:
+        raise FieldError(field, f"{field} must list at least one age recipient (age1...)")
+    if len(value) > MAX_AGE_RECIPIENTS:
+        raise FieldError(field, f"{field} may list at most {MAX_AGE_RECIPIENTS} age recipients")
+    for i, item in enumerate(value):
+        where = f"{field}[{i}]"
+        if not item.lower().startswith("age1"):
+            raise FieldError(
+                field, f"{where} is not an age X25519 recipient: it must start with age1"
+            )
+        try:
+            x25519.Recipient.from_str(item)
+        except RecipientError:
+            raise FieldError(
+                field, f"{where} is not a valid age X25519 recipient (age1..., 62 characters)"
+            ) from None
+    if len({v.lower() for v in value}) != len(value):
+        raise FieldError(field, f"{field} lists the same recipient twice")
 
 
 # Fields every provider accepts (issue: verify / persist / key template are per destination).
@@ -49,6 +79,13 @@ COMMON_FIELDS: tuple[FieldSpec, ...] = (
     ),
     FieldSpec(
         "key_template", doc="Remote layout; default '{tenant}/{date}/{recording_id}/{file}'."
+    ),
+    FieldSpec(
+        "encrypt_to",
+        type="list",
+        check=check_age_recipients,
+        doc="A list of age recipients (age1... X25519 public keys): every file is then sent "
+        "as <name>.age that only their identities decrypt (see docs/encrypt-to.md).",
     ),
 )
 
@@ -147,9 +184,13 @@ def split_config(provider: str, config: dict[str, Any]) -> tuple[dict[str, Any],
                 )
             continue
         value = config[spec.name]
-        expected = {"str": str, "int": int, "bool": bool}[spec.type]
+        expected: type = {"str": str, "int": int, "bool": bool, "list": list}[spec.type]
         if not isinstance(value, expected) or (spec.type == "int" and isinstance(value, bool)):
             raise FieldError(f"config.{spec.name}", f"config.{spec.name} must be a {spec.type}")
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise FieldError(f"config.{spec.name}", f"config.{spec.name} must be a list of strings")
+        if spec.check is not None:
+            spec.check(f"config.{spec.name}", value)
         if spec.choices and value not in spec.choices:
             raise FieldError(
                 f"config.{spec.name}",

@@ -8,6 +8,8 @@ and answered by JetStream's publish ack):
     rpc.vault.destinations.get      DestinationQuery  -> DestinationReply
     rpc.vault.destinations.delete   DestinationQuery  -> DestinationReply
     rpc.vault.destinations.test     DestinationQuery  -> ProbeReply         (API only)
+                                    (the uploader runs the test: vault.probe_requested ->
+                                    a probe grant -> upload.probe_finished)
     rpc.vault.grant                 GrantRequest -> GrantReply  (uploader only)
     rpc.vault.recording_key         RecordingKeyRequest -> RecordingKeyReply
                                     (proxy, transcoder, uploader: a recording's data key)
@@ -103,6 +105,9 @@ class GrantRequest(msgspec.Struct, frozen=True, kw_only=True):
     tenant_id: str
     destination_id: str
     public_key: bytes  # the uploader's fresh X25519 key for this job only
+    # A destination test's job (``vault.probe_requested`` on the VAULT stream, whose
+    # recording_id and job_id these are), not an upload's.
+    probe: bool = False
 
 
 class Grant(msgspec.Struct, frozen=True, kw_only=True):

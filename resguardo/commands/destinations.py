@@ -2,8 +2,9 @@
 
 Secrets come from a file or stdin (``--config FILE`` or ``--config -``), never from the command
 line, where other users and shell histories can read them. ``add`` (unless ``--no-probe``) and
-``test`` have the vault write a small object where recordings go, confirm its checksum and delete
-it, so bad keys, a wrong bucket or missing permissions show up now, not at the first upload.
+``test`` have an uploader write a small object where recordings go (with a one-shot grant from the
+vault, as for an upload), confirm its checksum and delete it, so bad keys, a wrong bucket or
+missing permissions show up now, not at the first upload.
 """
 
 from __future__ import annotations

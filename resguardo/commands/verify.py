@@ -1,5 +1,7 @@
 """``resguardo verify DIR``: check a downloaded recording against SHA256SUMS and manifest.json,
-and manifest.json's Ed25519 signature (manifest.json.sig).
+and manifest.json's Ed25519 signature (manifest.json.sig). With ``--identity KEYFILE``, a
+recording sent to an ``encrypt_to`` destination: its ``.age`` files are decrypted and both the
+ciphertexts and the plaintexts are checked (``verify_age``).
 
 The public key comes from ``--public-key FILE`` (as printed by ``resguardo keys show``) or, without
 it, from the API (``GET /v1/keys/signing``); if neither is available the files are still checked
@@ -26,6 +28,8 @@ from shared.integrity import Digest, iter_file, parse_sha256sums
 
 from ..cli import CliError
 from ..progress import Progress
+from . import verify_age
+from .verify_age import MANIFEST_AGE
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.json.sig"
@@ -99,20 +103,26 @@ def check_signature(directory: Path, key: PublicKey) -> dict[str, Any]:
             "ok": False,
             "reason": "missing: the manifest's signature cannot be checked",
         }
-    data = manifest_path.read_bytes()
-    if signing.verify(key.pem, data, sig_path.read_text(errors="replace")):
+    return signature_outcome(manifest_path.read_bytes(), sig_path.read_text(errors="replace"), key)
+
+
+def signature_outcome(
+    data: bytes, signature: str, key: PublicKey, name: str = MANIFEST_NAME
+) -> dict[str, Any]:
+    """The result line for a manifest's bytes ``data`` and its base64 ``signature``."""
+    if signing.verify(key.pem, data, signature):
         return {"name": SIGNATURE_NAME, "ok": True, "reason": "", "key_id": key.key_id}
-    reason = "signature does not match: manifest.json was changed or signed by another key"
+    reason = f"signature does not match: {MANIFEST_NAME} was changed or signed by another key"
     try:
         claimed = json.loads(data).get("signing_key_id")
     except (ValueError, AttributeError):
         claimed = None
     if isinstance(claimed, str) and claimed and claimed != key.key_id:
         reason = (
-            f"signature does not match: manifest.json names key {claimed}, "
+            f"signature does not match: {MANIFEST_NAME} names key {claimed}, "
             f"but the public key from {key.source} is {key.key_id}"
         )
-    return {"name": MANIFEST_NAME, "ok": False, "reason": reason}
+    return {"name": name, "ok": False, "reason": reason}
 
 
 def verify_dir(directory: Path, *, show_progress: bool = True) -> list[dict[str, Any]]:
@@ -193,10 +203,30 @@ def _run(args: argparse.Namespace) -> int:
         key, why_not = key_from_file(Path(args.public_key)), ""
     else:
         key, why_not = key_from_api()
-    results = verify_dir(directory, show_progress=not args.json)
     signature: dict[str, Any] = {"checked": key is not None}
+    if args.identity:
+        # Sent to an encrypt_to destination: decrypt and check both layers (verify_age).
+        identities = verify_age.load_identities(Path(args.identity))
+        results, text, sig = verify_age.verify_encrypted(
+            directory, identities, show_progress=not args.json
+        )
+        del identities
+        outcome: dict[str, Any] | None = None
+        if key is not None and text is not None and sig is not None:
+            outcome = signature_outcome(text, sig.decode(errors="replace"), key, MANIFEST_AGE)
+        elif key is not None:
+            outcome = {"name": SIGNATURE_NAME, "ok": False, "reason": "no manifest to check"}
+    elif verify_age.is_encrypted_folder(directory):
+        raise CliError(
+            f"{directory} was sent encrypted to age recipients ({MANIFEST_AGE}); pass "
+            "--identity KEYFILE (your age identity file) to check it, or check the .age files "
+            "alone with `sha256sum -c SHA256SUMS`."
+        )
+    else:
+        results = verify_dir(directory, show_progress=not args.json)
+        outcome = check_signature(directory, key) if key is not None else None
     if key is not None:
-        outcome = check_signature(directory, key)
+        assert outcome is not None
         results.append(outcome)
         signature.update(ok=outcome["ok"], key_id=key.key_id, key_source=key.source)
     else:
@@ -232,6 +262,12 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help="the operator's Ed25519 public key (PEM, from `resguardo keys show`); "
         "default: ask the API",
+    )
+    parser.add_argument(
+        "--identity",
+        metavar="KEYFILE",
+        help="your age identity file (from age-keygen), for a recording sent to an encrypt_to "
+        "destination: every .age file is decrypted and checked against the manifest",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=_run)

@@ -26,7 +26,8 @@ class VaultClient:
     def __init__(self, nc: NATS, *, timeout: float = 5.0, create_timeout: float = 60.0) -> None:
         self.nc = nc
         self.timeout = timeout
-        self.create_timeout = create_timeout  # a create may probe the destination first
+        # A create may have an uploader probe the destination first (the vault waits for it).
+        self.create_timeout = create_timeout
         self._key: bytes | None = None
         self._key_at = 0.0
 
@@ -97,7 +98,8 @@ class VaultClient:
         return self._view(reply, "name")
 
     async def test(self, tenant_id: str, name: str) -> rpc.ProbeReply:
-        """Probe a stored destination (the vault writes, confirms and deletes a test object)."""
+        """Probe a stored destination (an uploader writes, confirms and deletes a test object, with
+        a one-shot grant; the vault waits for its answer)."""
         query = rpc.DestinationQuery(tenant_id=tenant_id, name=name)
         reply = await self._request(rpc.SUBJECT_TEST, query, rpc.ProbeReply, self.create_timeout)
         problem = reply.problem

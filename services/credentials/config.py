@@ -33,8 +33,9 @@ class VaultConfig(CommonConfig):
     )
     probe_timeout_s: float = setting(
         20.0,
-        "Seconds a destination probe (write, confirm and delete a test object, on `destinations "
-        "add` and `destinations test`) may take before it counts as failed.",
+        "Seconds a destination probe (an uploader writes, confirms and deletes a test object, on "
+        "`destinations add` and `destinations test`) may take before it counts as failed; the "
+        "vault waits that long plus up to 10 s for an uploader to take it.",
     )
     vault_concurrency: int = setting(
         64, "Vault requests (grants, creates, probes) handled at the same time."

@@ -5,7 +5,8 @@ resend named another destination (when the job is for one), and the upload job w
 Stored events never change, so a copy of one is as good as the log: ordered consumers copy new
 ones into bounded memory as JetStream stores them, and whatever is not (or no longer) there is
 read from the stream. A missing copy only costs a round trip; it can never grant anything the
-log would not.
+log would not. A destination test's grant needs one fact of the vault's own instead: its
+``vault.probe_requested``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from shared import natsio
 from shared.events import decode
 from shared.events import recordings as rec_events
 from shared.events import uploads as up_events
+from shared.events import vault as vault_events
 
 from .bounded import Bounded
 
@@ -36,6 +38,7 @@ class Facts:
         self._jobs: Bounded[str, up_events.UploadAttemptStarted] = Bounded(capacity)
         self._resends: Bounded[tuple[str, str], rec_events.ResendRequested] = Bounded(capacity)
         self._purged: Bounded[str, bool] = Bounded(capacity)
+        self._probes: Bounded[str, vault_events.ProbeRequested] = Bounded(capacity)
         self._subs: list[Subscription] = []
 
     # -- feeding --------------------------------------------------------------------------------
@@ -46,6 +49,8 @@ class Facts:
             self._jobs.put(event.job_id, event)
         elif isinstance(event, rec_events.ResendRequested):
             self._resends.put((event.recording_id, event.destination_id), event)
+        elif isinstance(event, vault_events.ProbeRequested):
+            self._probes.put(event.recording_id, event)
 
     async def follow(self) -> None:
         """Copy every new fact of interest as JetStream stores it (from now on: older ones are
@@ -135,3 +140,16 @@ class Facts:
             return False
         self._purged.put(rid, True)
         return True
+
+    async def probe(self, probe_id: str) -> vault_events.ProbeRequested | None:
+        """The destination test ``probe_id`` (a vault's own request), or None. Not followed:
+        the vault that asks remembers its own, and any other reads it from the stream."""
+        known = self._probes.get(probe_id)
+        if known is not None:
+            return known
+        subject = f"vault.{probe_id}.probe_requested"
+        event = await natsio.last_event(self._js, vault_events.STREAM, subject)
+        if not isinstance(event, vault_events.ProbeRequested):
+            return None
+        self.remember(event)
+        return event

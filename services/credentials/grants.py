@@ -1,4 +1,6 @@
-"""One-shot grants: the vault's half that hands out credentials (``Vault`` inherits it).
+"""One-shot grants: the vault's half that hands out credentials (``Vault`` inherits it), to an
+upload job or to a destination test (``probe: true``, checked against ``vault.probe_requested``;
+see ``probes.py``).
 
 A grant is checked against the event log (the facts, from memory or the stream) and the
 destination row, decrypted into buffers that are wiped once used, sealed to the requester's fresh
@@ -13,7 +15,9 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
+import asyncpg
 import msgspec
 from nats.js import JetStreamContext
 
@@ -23,7 +27,7 @@ from shared.events import vault as vault_events
 from shared.ids import TENANT_ID_RE, is_recording_id
 from shared.vault_rpc import GrantReply, GrantRequest, Problem, grant_context
 
-from . import aead, crypto, metrics, store
+from . import aead, crypto, metrics, probes, store
 from .deferred import after_reply
 from .facts import Facts
 from .rows import RowCache
@@ -44,6 +48,7 @@ class Grants:
     js: JetStreamContext
     facts: Facts
     rows: RowCache
+    pool: asyncpg.Pool
 
     def _decrypt(self, row: store.DestinationRow) -> bytearray:
         raise NotImplementedError  # the Vault's
@@ -74,7 +79,9 @@ class Grants:
 
     async def _grant(self, req: GrantRequest, requester: str) -> GrantReply:
         """The sealed grant, or a ``Refusal`` (audited and logged by ``grant``)."""
-        row = await self._check_grant(req, requester)
+        row = await (
+            self._check_probe_grant(req) if req.probe else self._check_grant(req, requester)
+        )
         # Decrypt into buffers we own, splice the secret JSON into the grant JSON without ever
         # making a Python str of it, seal, then overwrite both buffers.
         secret_json: bytearray | None = None
@@ -107,14 +114,16 @@ class Grants:
             destination_id=row.destination_id,
             requester=requester,
             key_version=row.key_version,
+            probe=req.probe,
         )
         try:
             await natsio.publish(self.js, issued, first_on_subject=True)
         except natsio.SubjectTaken:
             raise Refusal(
                 409,
-                f"job {req.job_id} was already granted credentials once; start a new upload "
-                "attempt to get a new grant",
+                f"job {req.job_id} was already granted credentials once; start a new "
+                + ("destination test" if req.probe else "upload attempt")
+                + " to get a new grant",
                 "already_granted",
             ) from None
         done = {
@@ -127,12 +136,7 @@ class Grants:
         return GrantReply(sealed=sealed)
 
     async def _check_grant(self, req: GrantRequest, requester: str) -> store.DestinationRow:
-        if not is_recording_id(req.recording_id):
-            raise Refusal(422, "recording_id is not a valid recording id", "bad_request")
-        if not req.job_id or len(req.job_id) > MAX_JOB_ID or not req.job_id.isprintable():
-            raise Refusal(422, "job_id must be 1 to 200 printable characters", "bad_request")
-        if len(req.public_key) != 32:
-            raise Refusal(422, "public_key must be a raw 32-byte X25519 public key", "bad_request")
+        _check_shape(req)
         rid = req.recording_id
         started = self.facts.known_started(rid)
         job = self.facts.known_job(rid, req.job_id)
@@ -181,6 +185,45 @@ class Grants:
             )
         return row
 
+    async def _check_probe_grant(self, req: GrantRequest) -> store.DestinationRow:
+        """A destination test's grant: for the job of a ``vault.probe_requested`` that names
+        this tenant and destination, while the vault still waits for its answer. A destination
+        being added is read from the pending rows: nothing else can grant it."""
+        _check_shape(req)
+        asked = await self.facts.probe(req.recording_id)
+        if (
+            asked is None
+            or asked.job_id != req.job_id
+            or asked.destination_id != req.destination_id
+        ):
+            raise Refusal(
+                403,
+                f"no destination test with job id {req.job_id} was requested for destination "
+                f"{req.destination_id}",
+                "no_attempt",
+            )
+        if asked.tenant_id != req.tenant_id:
+            raise Refusal(403, "the destination test belongs to another tenant", "wrong_tenant")
+        if now() > asked.occurred_at + timedelta(seconds=probes.wait_s(asked.timeout_s)):
+            raise Refusal(
+                410,
+                f"destination test {req.recording_id} expired: the vault no longer waits for "
+                "its answer",
+                "no_attempt",
+            )
+        if asked.purpose == probes.ADD:
+            row = await probes.pending(self.pool, req.tenant_id, req.destination_id)
+        else:
+            row = await self.rows.get(req.tenant_id, req.destination_id)
+        if row is None:
+            raise Refusal(
+                404,
+                f"destination {req.destination_id} does not exist (was it deleted, or its "
+                "test given up?)",
+                "no_destination",
+            )
+        return row
+
     async def _audit_refusal(self, req: GrantRequest, requester: str, reason: str) -> None:
         rid = req.recording_id if is_recording_id(req.recording_id) else "invalid"
         tenant = req.tenant_id if TENANT_ID_RE.match(req.tenant_id) else "invalid"
@@ -203,8 +246,18 @@ class Grants:
                 destination_id=req.destination_id[:64],
                 requester=requester,
                 reason=reason,
+                probe=req.probe,
             ),
         )
+
+
+def _check_shape(req: GrantRequest) -> None:
+    if not is_recording_id(req.recording_id):
+        raise Refusal(422, "recording_id is not a valid recording id", "bad_request")
+    if not req.job_id or len(req.job_id) > MAX_JOB_ID or not req.job_id.isprintable():
+        raise Refusal(422, "job_id must be 1 to 200 printable characters", "bad_request")
+    if len(req.public_key) != 32:
+        raise Refusal(422, "public_key must be a raw 32-byte X25519 public key", "bad_request")
 
 
 def undecryptable(exc: Exception) -> Problem:

@@ -5,8 +5,8 @@ Replies are JSON (msgspec) of the structs in ``shared.vault_rpc``; every failure
 the API can map to an HTTP status. Nothing here ever logs a request body.
 
 Each request is handled in its own task (up to ``RESGUARDO_VAULT_CONCURRENCY`` at once): a
-subscription's callback runs one message at a time, so a slow probe or a grant waiting on
-JetStream would otherwise hold up every request behind it.
+subscription's callback runs one message at a time, so a destination test waiting for its
+uploader or a grant waiting on JetStream would otherwise hold up every request behind it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from shared.vault_rpc import (
     RecordingKeyRequest,
 )
 
-from . import store
+from . import probes, store
 from .config import VaultConfig
 from .deferred import collect
 from .facts import Facts
@@ -203,6 +203,7 @@ async def serve(ctx: ServiceContext[VaultConfig]) -> None:
     ctx.stack.push_async_callback(service.close_pool, pool)
     ctx.health.add_check("database", checks.database(pool))
     await store.create_schema(pool)
+    await probes.create_schema(pool)  # destinations pending their test
     rows = RowCache(pool, cfg.database_url)
     await rows.start()
     ctx.stack.push_async_callback(rows.stop)

@@ -1,5 +1,6 @@
 """The vault's request handlers: destinations (create/list/get/delete/test) and one-shot grants
-(``grants.py``, which ``Vault`` inherits).
+(``grants.py``, which ``Vault`` inherits). Destination tests are run by an uploader, never here
+(``probes.py``): the vault talks to NATS and PostgreSQL only.
 
 Each handler takes a decoded request and returns a reply struct; ``service.py`` does the NATS
 wiring. Secrets are handled in ``bytearray``s that are overwritten once used.
@@ -40,15 +41,16 @@ from shared.vault_rpc import (
     create_context,
 )
 
-from . import aead, crypto, probe, store
+from . import aead, crypto, probes, store
 from .facts import Facts
-from .grants import Grants, undecryptable
+from .grants import Grants
 from .keys import KeyRing
 from .rows import RowCache
 
 log = logging.getLogger(__name__)
 
 ADD_FIX = 'fix it and add it again, or skip this test with --no-probe ("probe": false)'
+TEST_FIX = "run the test again"
 
 
 def view_of(row: store.DestinationRow) -> DestinationView:
@@ -144,22 +146,6 @@ class Vault(Grants):
                 )
             if await store.get_destination(self.pool, req.tenant_id, name=req.name):
                 return _duplicate(req.name)  # before probing: the probe may take seconds
-            if req.probe:
-                try:
-                    await probe.probe(
-                        req.provider,
-                        public,
-                        secret,
-                        tenant_id=req.tenant_id,
-                        timeout=self.probe_timeout_s,
-                        fix=ADD_FIX,
-                    )
-                except probe.ProbeFailed as exc:
-                    log.warning(
-                        "destination refused: probe failed",
-                        extra={"tenant_id": req.tenant_id, "provider": req.provider},
-                    )
-                    return _problem(exc.status, exc.message, exc.field)
             secret.clear()
             destination_id = new_destination_id()
             sealed = crypto.encrypt_secret(
@@ -181,10 +167,30 @@ class Vault(Grants):
             fingerprint=sealed.fingerprint,
             created_at=now(),
         )
+        held = False
         try:
+            if req.probe:
+                # Tested before it is stored: pending (and out of every upload's reach) until an
+                # uploader's test passed, then stored; else forgotten.
+                await probes.sweep(self.pool)
+                await probes.hold(self.pool, row, probes.expires_at(self.probe_timeout_s))
+                held = True
+                outcome = await probes.run(
+                    self.js, self.facts, row, purpose=probes.ADD, timeout_s=self.probe_timeout_s
+                )
+                problem = probes.problem_of(outcome, timeout_s=self.probe_timeout_s, fix=ADD_FIX)
+                if problem is not None:
+                    log.warning(
+                        "destination refused: probe failed",
+                        extra={"tenant_id": req.tenant_id, "provider": req.provider},
+                    )
+                    return DestinationReply(problem=problem)
             saved = await store.insert_destination(self.pool, row)
         except store.DuplicateName:
             return _duplicate(req.name)
+        finally:
+            if held:
+                await probes.release(self.pool, row.destination_id)
         log.info(
             "destination created",
             extra={
@@ -243,7 +249,8 @@ class Vault(Grants):
         )
 
     async def test(self, q: DestinationQuery) -> ProbeReply:
-        """Probe a stored destination with its stored credentials (``destinations test``)."""
+        """Have an uploader test a stored destination with its stored credentials (``destinations
+        test``): it gets them the way an upload does, as a one-shot grant."""
         problem = _check_query(q)
         if problem:
             return ProbeReply(problem=problem)
@@ -252,46 +259,22 @@ class Vault(Grants):
         )
         if row is None:
             return ProbeReply(problem=_not_found(q).problem)
-        secret_json: bytearray | None = None
-        secret: dict[str, Any] = {}
-        try:
-            try:
-                secret_json = self._decrypt(row)
-            except (aead.AeadError, crypto.UnknownKeyVersion) as exc:
-                return ProbeReply(problem=undecryptable(exc))
-            secret = msgspec.json.decode(secret_json, type=dict[str, Any])
-            result = await probe.probe(
-                row.provider,
-                dict(row.public_config),
-                secret,
-                tenant_id=row.tenant_id,
-                timeout=self.probe_timeout_s,
-                fix="re-create the destination with working settings",
-            )
-        except probe.ProbeFailed as exc:
-            log.warning(
-                "destination test failed",
-                extra={"tenant_id": row.tenant_id, "destination_id": row.destination_id},
-            )
-            return ProbeReply(
-                destination=view_of(row),
-                problem=Problem(status=exc.status, message=exc.message, field=exc.field),
-            )
-        finally:
-            secret.clear()
-            if secret_json is not None:
-                aead.wipe(secret_json)
-        log.info(
-            "destination tested",
-            extra={"tenant_id": row.tenant_id, "destination_id": row.destination_id},
+        outcome = await probes.run(
+            self.js, self.facts, row, purpose=probes.TEST, timeout_s=self.probe_timeout_s
         )
+        ids = {"tenant_id": row.tenant_id, "destination_id": row.destination_id}
+        problem = probes.problem_of(outcome, timeout_s=self.probe_timeout_s, fix=TEST_FIX)
+        if problem is not None or outcome is None:
+            log.warning("destination test failed", extra=ids)
+            return ProbeReply(destination=view_of(row), problem=problem)
+        log.info("destination tested", extra=ids)
         return ProbeReply(
             destination=view_of(row),
             probe=ProbeReport(
-                key=result.key,
-                checksum_algorithm=result.checksum_algorithm,
-                checksum=result.checksum,
-                deleted=result.deleted,
+                key=outcome.key,
+                checksum_algorithm=outcome.checksum_algorithm,
+                checksum=outcome.checksum,
+                deleted=outcome.deleted,
             ),
         )
 

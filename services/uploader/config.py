@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from shared.config import CommonConfig, ConfigError, env_name, setting
 
@@ -36,6 +37,11 @@ class UploaderConfig(CommonConfig):
     )
     upload_grant_timeout_s: float = setting(
         5.0, "Seconds to wait for the credential vault's answer to a grant request."
+    )
+    signing_key_file: Path | None = setting(
+        None,
+        "The operator's Ed25519 private key (PEM) that signs manifest.json. "
+        "Default: <data dir>/keys/signing-ed25519.key, created on first start.",
     )
 
     def validate(self) -> None:

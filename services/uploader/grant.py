@@ -42,7 +42,9 @@ async def request_grant(
     tenant_id: str,
     destination_id: str,
     timeout: float,
+    probe: bool = False,
 ) -> GrantMaterial:
+    """One job's grant: an upload's, or with ``probe`` a destination test's (``probe.py``)."""
     key = X25519PrivateKey.generate()  # this job's key: it opens this grant and nothing else
     req = GrantRequest(
         job_id=job_id,
@@ -50,6 +52,7 @@ async def request_grant(
         tenant_id=tenant_id,
         destination_id=destination_id,
         public_key=sealedbox.public_bytes(key),
+        probe=probe,
     )
     try:
         msg = await nc.request(

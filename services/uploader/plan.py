@@ -73,8 +73,10 @@ def attempt_started(job: Job) -> ev.UploadAttemptStarted:
 
 
 def file_uploaded(job: Job, remote: ev.RemoteFile) -> ev.FileUploaded:
+    # The SHA-256 too: the same bytes re-sent dedupe, but an age destination's retry sends a new
+    # ciphertext under the same name, and its event must not be dropped as the old one's twin.
     return ev.FileUploaded(
-        **_envelope(job, "file_uploaded", job.delivery, remote.name), file=remote
+        **_envelope(job, "file_uploaded", job.delivery, remote.name, remote.sha256), file=remote
     )
 
 

@@ -1,10 +1,12 @@
 """The uploader: sealed recordings (and resend requests) to the customer's storage, confirmed.
 
 Consumers: ``uploader-sealed`` (TRANSCODES, ``transcodes.*.sealed``) and ``uploader-resend``
-(RECORDINGS, ``recordings.*.resend_requested``). One job = one attempt at one destination: it
-announces itself (``upload.attempt_started``), gets a one-shot grant from the vault, uploads and
-confirms every sealed file, then deletes the backup unless the destination keeps it. Across
-instances a job holds the lease ``upload.<rid>`` (``.claim``) and publishes only while it does.
+(RECORDINGS, ``recordings.*.resend_requested``); ``uploader-probe`` (VAULT,
+``vault.*.probe_requested``) runs destination tests (``probe.py``). One job = one attempt at one
+destination: it announces itself (``upload.attempt_started``), gets a one-shot grant from the
+vault, uploads and confirms every sealed file, then deletes the backup unless the destination
+keeps it. Across instances a job holds the lease ``upload.<rid>`` (``.claim``) and publishes
+only while it does.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from shared.leases import Lease
 from shared.natsio import ConsumerSpec, Reject, Retry, SubjectTaken
 from shared.service import ServiceContext
 
+from . import agefiles, claim, metrics, plan, probe
 from . import backend as backends
-from . import claim, metrics, plan
 from .config import UploaderConfig
 from .errors import PermanentUploadError, TransientUploadError
 from .grant import request_grant
@@ -250,27 +252,27 @@ class Uploader:
             resume = self._resume_store(job)
             try:
                 remote: list[up_events.RemoteFile] = []
-                for f in sealed.files:
-                    lease.check()  # a job paused past its lease stops here
-                    source = self._source(output, f)
-                    key = render_key(
-                        config.get("key_template"),
-                        prefix=config.get("prefix"),
-                        tenant_id=job.tenant_id,
-                        started_at=started.occurred_at,
-                        recording_id=job.recording_id,
-                        file_name=f.name,
-                    )
-                    slot = resume.slot(job.destination_id, key, f)
-                    rf = await store.upload(source, key, f, slot)
-                    metrics.FILES.labels(provider=attempt.provider).inc()
-                    metrics.BYTES.labels(provider=attempt.provider).inc(rf.size)
-                    await natsio.publish(self.js, plan.file_uploaded(job, rf))
-                    log.info(
-                        "file uploaded",
-                        extra={"recording_id": job.recording_id, "file": f.name, "uri": rf.uri},
-                    )
-                    remote.append(rf)
+                async with agefiles.sending(
+                    sealed.files, lambda f: self._source(output, f), config, self.cfg
+                ) as files:
+                    async for source, f in files:  # as sealed, or encrypted to encrypt_to
+                        lease.check()  # a job paused past its lease stops here
+                        key = render_key(
+                            config.get("key_template"),
+                            prefix=config.get("prefix"),
+                            tenant_id=job.tenant_id,
+                            started_at=started.occurred_at,
+                            recording_id=job.recording_id,
+                            file_name=f.name,
+                        )
+                        slot = resume.slot(job.destination_id, key, f)
+                        rf = await store.upload(source, key, f, slot)
+                        metrics.FILES.labels(provider=attempt.provider).inc()
+                        metrics.BYTES.labels(provider=attempt.provider).inc(rf.size)
+                        await natsio.publish(self.js, plan.file_uploaded(job, rf))
+                        where = {"file": f.name, "uri": rf.uri}
+                        log.info("file uploaded", extra={"recording_id": job.recording_id, **where})
+                        remote.append(rf)
             finally:
                 await store.close()
         finally:
@@ -383,10 +385,15 @@ def _check_ids(recording_id: str, tenant_id: str) -> None:
 async def serve(ctx: ServiceContext[UploaderConfig]) -> None:
     cfg = ctx.config
     spool = await service.backup_spool(ctx)
+    await asyncio.to_thread(agefiles.clean_stale, cfg.data_dir)  # left by a killed job
     kv = await leases.ensure_bucket(ctx.js, replicas=ctx.config.stream_replicas)
     uploader = Uploader(cfg=cfg, nc=ctx.nc, js=ctx.js, kv=kv, spool=spool)
     ctx.consume(sealed_consumer(cfg), uploader.on_sealed, concurrency=cfg.upload_concurrency)
     ctx.consume(resend_consumer(cfg), uploader.on_resend, concurrency=cfg.upload_concurrency)
+    # Destination tests the vault asks for (``probe.py``): beside the uploads, never behind them.
+    ctx.consume(
+        probe.consumer(cfg), probe.handler(ctx.nc, ctx.js, cfg), concurrency=probe.CONCURRENCY
+    )
     log.info(
         "uploader ready",
         extra={"backup_root": str(cfg.backup_root), "concurrency": cfg.upload_concurrency},

@@ -63,6 +63,23 @@ class BackupPurged(Event, frozen=True, kw_only=True, tag="upload.backup_purged")
     files: int
 
 
+class ProbeFinished(Event, frozen=True, kw_only=True, tag="upload.probe_finished"):
+    """The uploader's answer to ``vault.probe_requested`` (same ``recording_id``: the probe's id):
+    what was written, confirmed and deleted, or why the test failed, in the words, HTTP status
+    and config field the user is shown. Never a secret: the sentences name causes, not values."""
+
+    job_id: str
+    destination_id: str
+    passed: bool
+    key: str = ""
+    checksum_algorithm: str = ""
+    checksum: str = ""
+    deleted: bool = False
+    status: int = 0  # when it failed: 422 (fix the config), 502/503/504 (could not reach it)
+    message: str = ""
+    field: str = ""
+
+
 UploadEvent = (
     UploadAttemptStarted
     | FileUploaded
@@ -70,6 +87,7 @@ UploadEvent = (
     | UploadFailed
     | RecordingRetained
     | BackupPurged
+    | ProbeFinished
 )
 EVENTS: tuple[type[Event], ...] = (
     UploadAttemptStarted,
@@ -78,4 +96,5 @@ EVENTS: tuple[type[Event], ...] = (
     UploadFailed,
     RecordingRetained,
     BackupPurged,
+    ProbeFinished,
 )

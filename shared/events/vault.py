@@ -33,6 +33,7 @@ class GrantIssued(Event, frozen=True, kw_only=True, tag="vault.grant_issued"):
     destination_id: str
     requester: str
     key_version: int = 0
+    probe: bool = False  # a destination test's job (``ProbeRequested``), not an upload's
 
     def subject_tail(self) -> str:
         # One subject per job (vault.<rid>.grant_issued.<job token>): the vault publishes each
@@ -46,6 +47,24 @@ class GrantRefused(Event, frozen=True, kw_only=True, tag="vault.grant_refused"):
     destination_id: str
     requester: str
     reason: str
+    probe: bool = False
+
+
+class ProbeRequested(Event, frozen=True, kw_only=True, tag="vault.probe_requested"):
+    """The vault asks an uploader to test a destination (write, confirm and delete a test
+    object): the one fact a probe's grant is checked against. ``recording_id`` is the probe's own
+    id (a fresh ``rec_`` id that names no recording; the test object's key uses it), so the
+    request is on ``vault.<probe id>.probe_requested`` and its grant, once only, on
+    ``vault.<probe id>.grant_issued.<job token>``. The uploader answers with
+    ``upload.probe_finished``."""
+
+    job_id: str
+    destination_id: str
+    provider: str
+    # "add": the destination is stored only if it passes (until then its row is pending, and no
+    # upload can be granted it); "test": a stored destination (``destinations test``).
+    purpose: str
+    timeout_s: float  # how long the write, confirm and delete may take in all
 
 
 class RecordingKeyIssued(Event, frozen=True, kw_only=True, tag="vault.recording_key_issued"):
@@ -78,7 +97,12 @@ class RecordingKeyDestroyed(Event, frozen=True, kw_only=True, tag="vault.recordi
 
 
 VaultEvent = (
-    GrantIssued | GrantRefused | RecordingKeyIssued | RecordingKeyRefused | RecordingKeyDestroyed
+    GrantIssued
+    | GrantRefused
+    | RecordingKeyIssued
+    | RecordingKeyRefused
+    | RecordingKeyDestroyed
+    | ProbeRequested
 )
 EVENTS: tuple[type[Event], ...] = (
     GrantIssued,
@@ -86,4 +110,5 @@ EVENTS: tuple[type[Event], ...] = (
     RecordingKeyIssued,
     RecordingKeyRefused,
     RecordingKeyDestroyed,
+    ProbeRequested,
 )

@@ -1,3 +1,3 @@
-from tests.api.support import api, vault
+from tests.api.support import api, uploader, vault
 
-__all__ = ["api", "vault"]
+__all__ = ["api", "uploader", "vault"]

@@ -225,6 +225,19 @@ async def vault(
         proc.stop()
 
 
+@pytest.fixture
+def uploader(tmp_path: Path, nats_server: NatsServer) -> Iterator[ServiceProcess]:
+    """The real uploader (``python -m services.uploader``): it runs destination tests."""
+    backup = tmp_path / "uploader-backup"
+    backup.mkdir(exist_ok=True)
+    env = service_env(
+        nats_url=nats_server.url, data_dir=tmp_path / "uploader-data", backup_dir=backup
+    )
+    proc = ServiceProcess("services.uploader", env, tmp_path / "uploader.log").start()
+    yield proc
+    proc.stop()
+
+
 def file_destination(tmp_path: Path) -> dict[str, Any]:
     return {"provider": "file", "config": {"path": str(tmp_path / "remote")}, "probe": False}
 

@@ -1,15 +1,18 @@
 """The signing public key endpoint, and destination probes through the API (real API, real
-vault, real file destinations; S3 probes are covered against moto in tests/credentials)."""
+vault, real uploader, which runs the probes; real file destinations; S3 probes are covered
+against moto in tests/uploader/test_probe.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import serialization
+from nats.js import JetStreamContext
 
 from shared import signing
 
-from .support import ApiProcess, VaultProcess
+from .support import ApiProcess, VaultProcess, wait_offset
 
 
 async def test_the_signing_public_key_is_served_and_nothing_else(api: ApiProcess) -> None:
@@ -32,8 +35,9 @@ async def test_the_signing_public_key_is_served_and_nothing_else(api: ApiProcess
     assert (await api.request("GET", "/v1/keys/signing", token=None)).status == 401
 
 
+@pytest.mark.usefixtures("uploader")
 async def test_destinations_test_endpoint(
-    api: ApiProcess, vault: VaultProcess, tmp_path: Path
+    api: ApiProcess, vault: VaultProcess, tmp_path: Path, js: JetStreamContext, database_url: str
 ) -> None:
     remote = tmp_path / "remote"
     r = await api.request(
@@ -72,7 +76,15 @@ async def test_destinations_test_endpoint(
     assert r.status == 422 and r.error["field"] == "config.path", r.text
     assert "re-create the destination" in r.error["message"]
 
+    # The tests' events (requests, grants, answers) name probe ids, not recordings: the read
+    # model has no recording for them.
+    for stream in ("VAULT", "UPLOADS"):
+        await wait_offset(database_url, stream, (await js.stream_info(stream)).state.last_seq)
+    r = await api.request("GET", "/v1/recordings")
+    assert r.status == 200 and r.body["recordings"] == [], r.text
 
+
+@pytest.mark.usefixtures("uploader")
 async def test_a_failed_probe_on_add_stores_nothing(
     api: ApiProcess, vault: VaultProcess, tmp_path: Path
 ) -> None:

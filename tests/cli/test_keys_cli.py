@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.api.support import ApiProcess, VaultProcess
 
 from .test_cli import cli_env, ok_json, one_sentence_error, run
@@ -40,6 +42,7 @@ async def test_keys_show_prints_the_signing_public_key(
     assert secret_part not in human.stdout + json.dumps(shown)
 
 
+@pytest.mark.usefixtures("uploader")  # it runs the destination tests
 async def test_rotate_rewrap_retire(
     api: ApiProcess, vault: VaultProcess, tmp_path: Path, database_url: str
 ) -> None:
@@ -98,6 +101,7 @@ async def test_keys_errors_are_one_sentence(
     assert "no database found" in line
 
 
+@pytest.mark.usefixtures("uploader")  # it runs the destination tests
 async def test_destinations_test_command(
     api: ApiProcess, vault: VaultProcess, tmp_path: Path
 ) -> None:

@@ -35,6 +35,7 @@ CHECKS = {
         "backup store",
         "consumer uploader-sealed",
         "consumer uploader-resend",
+        "consumer uploader-probe",
     },
 }
 

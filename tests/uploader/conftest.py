@@ -47,3 +47,19 @@ def uploader(
     proc = start_uploader(tmp_path, nats_server.url, backup_root)
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def vault_proc(
+    tmp_path: Path, nats_server: NatsServer, database_url: str
+) -> Iterator[ServiceProcess]:
+    """The vault as a process of its own, for tests that read its log (``client`` talks to it)."""
+    proc = start_vault(tmp_path, nats_server.url, database_url)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def client(nc: NATS, vault_proc: ServiceProcess) -> VaultClient:
+    await wait_ready(nc, vault_proc)
+    return VaultClient(nc)

@@ -67,6 +67,7 @@ async def test_a_confirmed_upload_is_counted(
         "started": "ok",
         "consumer uploader-sealed": "ok",
         "consumer uploader-resend": "ok",
+        "consumer uploader-probe": "ok",
         "backup store": "ok",
     }
 

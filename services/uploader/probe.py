@@ -1,14 +1,16 @@
-"""Probing a destination before it is stored (and on ``resguardo destinations test``).
+"""Testing a destination (``destinations add``, unless ``--no-probe``, and ``destinations test``):
+the uploader's half, run for the vault's ``vault.probe_requested`` (durable ``uploader-probe``).
 
-With the uploader's own storage adapters (``services.uploader.backend``): write a small object
-where a recording's file would go (the destination's prefix and key template, a throw-away
-recording id), confirm it the way uploads are confirmed (the provider's checksum, or a readback),
-then delete it. A failure becomes one sentence naming the cause and the config field to fix:
-unknown access key, wrong secret, missing bucket, no permission, unreachable endpoint.
-
-The probe needs the plaintext secret, so it runs in the vault, which holds it anyway while a
-destination is created or tested; the adapter's SDK keeps its own copies of it until the client
-is closed and garbage-collected (see the note in ``vault.py``).
+Like an upload job, a test gets its credentials as a one-shot grant from the vault (sealed to a
+key made for this test alone, checked against the request in the event log, audited), kept in a
+``bytearray`` that is overwritten when the test ends, whatever its outcome (``grant.py`` says what
+that cannot promise: the decoded values and the SDK's signer keep immutable copies until they
+are collected). With the uploads' own adapters it writes a small object where a recording's file
+would go (the destination's prefix and key template, the test's own throw-away recording id),
+confirms it the way uploads are confirmed (the provider's checksum, or a readback), then deletes
+it. A failure becomes one sentence naming the cause and the config field to fix (unknown access
+key, wrong secret, missing bucket, no permission, unreachable endpoint), published in
+``upload.probe_finished`` for the vault: never a secret, never the SDK's own text.
 """
 
 from __future__ import annotations
@@ -22,19 +24,39 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from shared.events.base import now
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from shared import natsio
+from shared.events import AnyEvent, event_id, now
+from shared.events import uploads as up_events
+from shared.events import vault as vault_events
 from shared.events.transcodes import SealedFile
-from shared.ids import new_recording_id
+from shared.ids import TENANT_ID_RE, is_recording_id
+from shared.natsio import ConsumerSpec, Reject
 from shared.vault_rpc import Grant
 
-if TYPE_CHECKING:
-    from services.uploader.backend import Backend
+from . import backend as backends
+from .backend import Backend
+from .config import S3_MIN_PART, UploaderConfig
+from .errors import PermanentUploadError, TransientUploadError, UploadError
+from .grant import request_grant
+from .layout import render_key
+from .resume import detached
 
 log = logging.getLogger(__name__)
 
 PROBE_FILE = "resguardo-probe.txt"
+CONCURRENCY = 4  # tests at once, beside the uploads: a user waits for each
+MAX_TIMEOUT_S = 600.0
+# What to do about a failed test, by the request's purpose (the vault says which).
+FIXES = {
+    "add": 'fix it and add it again, or skip this test with --no-probe ("probe": false)',
+    "test": "re-create the destination with working settings",
+}
 
 # Provider error code -> (config field to fix, what it means).
 _CAUSES: dict[str, tuple[str, str]] = {
@@ -77,7 +99,7 @@ class ProbeResult:
     key: str
     checksum_algorithm: str
     checksum: str
-    deleted: bool = True  # every adapter deletes; kept for the RPC reply's shape
+    deleted: bool = True  # every adapter deletes; kept for the reply's shape
 
 
 def _provider_code(exc: BaseException) -> str:
@@ -100,8 +122,6 @@ def _provider_code(exc: BaseException) -> str:
 def explain(exc: BaseException, step: str, fix: str, field: str = "config") -> ProbeFailed:
     """One sentence for a failed probe step (``write``, ``delete``); ``field`` is the config
     field to blame when the provider gives no code."""
-    from services.uploader.errors import TransientUploadError
-
     code = _provider_code(exc)
     if code in _CAUSES:
         field, what = _CAUSES[code]
@@ -147,23 +167,11 @@ async def _forget(backend: Backend, key: str) -> None:
 
 
 async def probe(
-    provider: str,
-    public: dict[str, Any],
-    secret: dict[str, Any],
-    *,
-    tenant_id: str,
-    timeout: float,
-    fix: str,
+    grant: Grant, *, tenant_id: str, probe_id: str, timeout: float, fix: str
 ) -> ProbeResult:
     """Write, confirm and delete a test object at the destination; ``ProbeFailed`` if any step
     fails (nothing is left behind when the write itself failed)."""
-    from services.uploader import backend as backends
-    from services.uploader.config import S3_MIN_PART
-    from services.uploader.errors import PermanentUploadError, UploadError
-    from services.uploader.layout import render_key
-    from services.uploader.resume import detached
-
-    grant = Grant(provider=provider, config=public, secret=secret)
+    provider, public = grant.provider, grant.config
     try:
         store = backends.build(grant, part_size=S3_MIN_PART)
         key = render_key(
@@ -171,7 +179,7 @@ async def probe(
             prefix=public.get("prefix"),
             tenant_id=tenant_id,
             started_at=now(),
-            recording_id=new_recording_id(),
+            recording_id=probe_id,
             file_name=PROBE_FILE,
         )
     except PermanentUploadError as exc:
@@ -240,4 +248,103 @@ async def probe(
         checksum_algorithm=remote.checksum_algorithm,
         checksum=remote.checksum,
         deleted=True,
+    )
+
+
+def consumer(cfg: UploaderConfig) -> ConsumerSpec:
+    return ConsumerSpec(
+        stream=vault_events.STREAM,
+        durable="uploader-probe",
+        filter_subjects=(vault_events.STREAM.filter("probe_requested"),),
+        ack_wait_s=cfg.upload_ack_wait_s,
+        max_ack_pending=CONCURRENCY,
+    )
+
+
+def handler(nc: NATS, js: JetStreamContext, cfg: UploaderConfig) -> natsio.Handler:
+    """The ``uploader-probe`` consumer's handler: one test per request, answered once."""
+
+    async def on_probe(event: AnyEvent, msg: Msg) -> None:
+        if not isinstance(event, vault_events.ProbeRequested):
+            return
+        rid = event.recording_id
+        if not is_recording_id(rid) or not TENANT_ID_RE.match(event.tenant_id):
+            raise Reject("the destination test's probe or tenant id is not valid")
+        done = await natsio.last_event(js, up_events.STREAM, f"uploads.{rid}.probe_finished")
+        if isinstance(done, up_events.ProbeFinished):
+            return  # answered already (a redelivery)
+        finished = await answer(nc, event, grant_timeout=cfg.upload_grant_timeout_s)
+        await natsio.publish(js, finished)
+        log.log(
+            logging.INFO if finished.passed else logging.WARNING,
+            "destination tested" if finished.passed else "destination test failed",
+            extra={
+                "probe_id": rid,
+                "destination_id": event.destination_id,
+                "purpose": event.purpose,
+                "status": finished.status,
+            },
+        )
+
+    return on_probe
+
+
+async def answer(
+    nc: NATS, request: vault_events.ProbeRequested, *, grant_timeout: float
+) -> up_events.ProbeFinished:
+    """Run the test the vault asked for, with its one-shot grant; the event that answers it."""
+    fix = FIXES.get(request.purpose, FIXES["test"])
+    try:
+        material = await request_grant(
+            nc,
+            job_id=request.job_id,
+            recording_id=request.recording_id,
+            tenant_id=request.tenant_id,
+            destination_id=request.destination_id,
+            timeout=grant_timeout,
+            probe=True,
+        )
+    except UploadError as exc:  # its sentence names the vault's reason, never a secret
+        return _finished(request, ProbeFailed(503, f"The destination test failed: {exc}; {fix}."))
+    try:
+        result = await probe(
+            material.grant,
+            tenant_id=request.tenant_id,
+            probe_id=request.recording_id,
+            timeout=max(0.1, min(request.timeout_s, MAX_TIMEOUT_S)),
+            fix=fix,
+        )
+    except ProbeFailed as failed:
+        return _finished(request, failed)
+    finally:
+        material.wipe()
+    return _finished(request, result)
+
+
+def _finished(
+    request: vault_events.ProbeRequested, outcome: ProbeResult | ProbeFailed
+) -> up_events.ProbeFinished:
+    common: dict[str, Any] = {
+        "event_id": event_id(request.recording_id, "probe_finished", request.job_id),
+        "recording_id": request.recording_id,
+        "tenant_id": request.tenant_id,
+        "occurred_at": now(),
+        "job_id": request.job_id,
+        "destination_id": request.destination_id,
+    }
+    if isinstance(outcome, ProbeFailed):
+        return up_events.ProbeFinished(
+            **common,
+            passed=False,
+            status=outcome.status,
+            message=outcome.message,
+            field=outcome.field,
+        )
+    return up_events.ProbeFinished(
+        **common,
+        passed=True,
+        key=outcome.key,
+        checksum_algorithm=outcome.checksum_algorithm,
+        checksum=outcome.checksum,
+        deleted=outcome.deleted,
     )

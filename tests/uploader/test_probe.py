@@ -1,7 +1,8 @@
-"""Destination probes: on create (unless probe is off) and on test, the vault writes, confirms
-and deletes a small object with the uploader's adapters, against a real moto S3 server (and one
-with IAM authentication on, for bad keys and missing permissions). A failure names its cause and
-the field to fix, and nothing is stored."""
+"""Destination probes: on create (unless probe is off) and on test, the vault asks an uploader,
+which gets a one-shot grant, writes, confirms and deletes a small object with its adapters,
+against a real moto S3 server (and one with IAM authentication on, for bad keys and missing
+permissions); real vault and uploader processes. A failure names its cause and the field to fix,
+and nothing is stored. The vault itself never connects to the storage."""
 
 from __future__ import annotations
 
@@ -13,18 +14,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import asyncpg
 import boto3
 import msgspec
+import psutil
 import pytest
 from nats.aio.client import Client as NATS
 
-from shared.embedded import free_port, python_env, wait_for_port
+from shared import natsio
+from shared.embedded import NatsServer, free_port, python_env, wait_for_port
+from shared.events import uploads as up_events
+from shared.events import vault as vault_events
 from shared.ids import new_tenant_id
 from shared.vault_rpc import SUBJECT_TEST, DestinationQuery, DestinationReply, ProbeReply
+from tests.credentials.helpers import VaultClient, rpc
 from tests.servers import MotoS3, ServiceProcess
 
-from .helpers import VaultClient, rpc
+# Every test here needs an uploader running: it is the one that probes.
+pytestmark = pytest.mark.usefixtures("uploader")
 
 CANARY = "CANARY-probe-" + secrets.token_hex(8)
 PROBE_TIMEOUT = 30.0
@@ -53,7 +62,13 @@ async def create(client: VaultClient, tenant: str, name: str, provider: str, con
 
 
 async def test_a_working_s3_destination_is_probed_then_stored(
-    client: VaultClient, s3_server: MotoS3, vault_proc: ServiceProcess
+    client: VaultClient,
+    s3_server: MotoS3,
+    vault_proc: ServiceProcess,
+    uploader: ServiceProcess,
+    nc: NATS,
+    nats_server: NatsServer,
+    database_url: str,
 ) -> None:
     s3 = s3_server.client()
     s3.create_bucket(Bucket="probe-ok")
@@ -63,10 +78,33 @@ async def test_a_working_s3_destination_is_probed_then_stored(
     assert objects(s3, "probe-ok") == []  # written, confirmed, deleted
     log = vault_proc.log_path.read_text()
     assert '"probed": true' in log and CANARY not in log
+    assert CANARY not in uploader.log_path.read_text()
+    # The uploader did it, with a probe grant of its own, audited; the answer is in the log too.
+    js = nc.jetstream()
+    (_, asked), *_ = await natsio.read_subject(js, vault_events.STREAM, "vault.*.probe_requested")
+    assert isinstance(asked, vault_events.ProbeRequested)
+    assert (asked.tenant_id, asked.purpose) == (tenant, "add")
+    assert asked.destination_id == reply.destination.destination_id
+    grants = await natsio.read_subject(js, vault_events.STREAM, f"vault.{asked.recording_id}.>")
+    issued = [e for _, e in grants if isinstance(e, vault_events.GrantIssued)]
+    assert [(g.job_id, g.probe, g.requester) for g in issued] == [(asked.job_id, True, "uploader")]
+    answer = await natsio.last_event(
+        js, up_events.STREAM, f"uploads.{asked.recording_id}.probe_finished"
+    )
+    assert isinstance(answer, up_events.ProbeFinished) and answer.passed, answer
+    for _, event in await natsio.read_subject(js, vault_events.STREAM, "vault.>"):
+        assert CANARY not in msgspec.json.encode(event).decode()
+    # The vault's only connections are to NATS and PostgreSQL, never to the storage.
+    assert vault_proc.proc is not None
+    allowed = {urlsplit(nats_server.url).port, urlsplit(database_url).port}
+    peers = {
+        c.raddr.port for c in psutil.Process(vault_proc.proc.pid).net_connections("inet") if c.raddr
+    }
+    assert peers and peers <= allowed, (peers, allowed)
 
 
 async def test_a_missing_bucket_is_named_and_nothing_is_stored(
-    client: VaultClient, s3_server: MotoS3, vault_proc: ServiceProcess
+    client: VaultClient, s3_server: MotoS3, vault_proc: ServiceProcess, database_url: str
 ) -> None:
     tenant = new_tenant_id()
     reply = await create(client, tenant, "nobucket", "s3", s3_config(s3_server, "no-such-bucket"))
@@ -80,6 +118,15 @@ async def test_a_missing_bucket_is_named_and_nothing_is_stored(
     stored = await client.create(tenant, "nobucket", "s3", s3_config(s3_server, "no-such-bucket"))
     assert stored.destination is not None
     assert CANARY not in vault_proc.log_path.read_text()
+    assert await pending_rows(database_url) == 0
+
+
+async def pending_rows(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM vault.pending_destinations"))
+    finally:
+        await conn.close()
 
 
 async def test_an_unreachable_endpoint_fails_the_probe(client: VaultClient) -> None:
@@ -138,6 +185,7 @@ async def test_destinations_test_probes_the_stored_credentials(
 
     failed = await test("later")
     assert failed.problem is not None and failed.problem.field == "config.bucket"
+    assert "re-create the destination" in failed.problem.message
     assert failed.destination is not None and failed.probe is None
     s3_server.client().create_bucket(Bucket="made-later")
     passed = await test("later")
