@@ -6,7 +6,9 @@ proxy process, capture (segments, SHA-256, events) against a receive-only baseli
   are encoded once here with PyAV and looped as ``av.Packet``s, which aiortc only packetizes. (An
   aiortc VP8 encoder per publisher would cost the publisher process far more than the proxy.)
 - The proxy is ``python -m services.proxy`` on an embedded nats-server, measured with psutil on
-  its pid over a window after every publisher is connected.
+  its pid over a window after every publisher is connected. A real vault (``services.credentials``
+  on an embedded PostgreSQL) issues each recording's key: the proxy asks it once per session and
+  writes the segments encrypted.
 - The baseline is the same proxy code path with ``RESGUARDO_CAPTURE_DISCARD=true`` (a
   benchmark-only setting): frames are received, reassembled and handed to the capture, which
   counts and drops them. Both modes run in the same ``make bench`` run, one after the other.
@@ -27,6 +29,7 @@ import json
 import os
 import pickle
 import secrets
+import subprocess
 import sys
 import tempfile
 import time
@@ -284,7 +287,7 @@ async def run_phase(
         "RESGUARDO_LOG_LEVEL": os.environ.get("RESGUARDO_BENCH_PROXY_LOG_LEVEL", "WARNING"),
         "RESGUARDO_MAX_PUBLISHERS": str(streams + 10),
         "RESGUARDO_CAPTURE_DISCARD": "true" if mode == "receive-only" else "false",
-        **(store_env if mode == "capture-store" else {}),
+        **(store_env if mode == "capture-store" and store_env else {}),
     }
     data_dir.mkdir(parents=True)
     log = (work / f"proxy-{mode}-{streams}.log").open("wb")
@@ -405,6 +408,37 @@ def store_row(store: Phase, local: Phase) -> dict[str, object]:
     }
 
 
+def start_vault(work: Path, nats_url: str, database_url: str) -> subprocess.Popen[bytes]:
+    """The vault, which the proxy asks for each recording's key; returns once it is ready."""
+    from shared.embedded import python_env
+
+    log_path = work / "vault.log"
+    env = python_env() | {
+        "PYTHONPATH": str(ROOT),
+        "RESGUARDO_NATS_URL": nats_url,
+        "RESGUARDO_DATABASE_URL": database_url,
+        "RESGUARDO_DATA_DIR": str(work / "vault-data"),
+    }
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.credentials"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if "vault ready" in log_path.read_text(errors="replace"):
+            return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.terminate()
+    proc.wait(15)
+    raise RuntimeError(f"the vault did not start:\n{log_path.read_text()[-2000:]}")
+
+
 def seaweed_env(work: Path) -> tuple[Any, dict[str, str]]:
     """A real SeaweedFS (the tests' helper) and the proxy settings that put the backup in it."""
     sys.path.insert(0, str(ROOT))
@@ -426,7 +460,7 @@ def seaweed_env(work: Path) -> tuple[Any, dict[str, str]]:
 
 async def run() -> list[dict[str, object]]:
     from shared import natsio
-    from shared.embedded import NatsServer
+    from shared.embedded import NatsServer, Postgres
 
     counts = [int(c) for c in os.environ.get("RESGUARDO_BENCH_PROXY_COUNTS", COUNTS).split(",")]
     window_s = float(os.environ.get("RESGUARDO_BENCH_PROXY_WINDOW_S", "15"))
@@ -441,6 +475,8 @@ async def run() -> list[dict[str, object]]:
             file=sys.stderr,
         )
         server = NatsServer(work / "nats").start()
+        pg = Postgres(work / "pg").start()
+        vault = await asyncio.to_thread(start_vault, work, server.url, pg.url)
         nc = await natsio.connect(server.url, name="bench-proxy")
         weed, store_env = seaweed_env(work)
         try:
@@ -468,6 +504,9 @@ async def run() -> list[dict[str, object]]:
         finally:
             with contextlib.suppress(Exception):
                 await nc.close()
+            vault.terminate()
+            vault.wait(30)
+            pg.stop()
             server.stop()
             weed.stop()
     return rows

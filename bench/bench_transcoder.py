@@ -1,7 +1,8 @@
 """The transcoder against the ``ffmpeg`` command line (Debian's), on the same frames, same run.
 
-- remux: a captured VP8/Opus participant to WebM. Ours reads the capture segments and remuxes;
-  ffmpeg gets the same frames as IVF + Ogg (what a raw RTP dump would be) with ``-c copy``.
+- remux: a captured VP8/Opus participant to WebM. Ours reads the capture segments (encrypted, as
+  the proxy writes them: decrypting is part of ours) and remuxes; ffmpeg gets the same frames
+  (decrypted beforehand) as IVF + Ogg (what a raw RTP dump would be) with ``-c copy``.
 - H.264: a captured H.264/Opus participant to mp4 (H.264 passed through, Opus to AAC). ffmpeg gets
   the same frames in Matroska, ``-c:v copy -c:a aac``.
 - VP8 to mp4: VP8/Opus re-encoded to H.264 (x264 veryfast, CRF 23, no B-frames) and AAC; ffmpeg
@@ -9,10 +10,11 @@
 - memory: peak RSS of sealing a 60 s capture against a 10 s one (flat in recording length),
   each in a child process, read from its own VmHWM (its ru_maxrss would be this process's).
 
-Both sides do the same work: ours is ``remux()`` alone (no composite, no hashing or sealing), and
-the encoders get ffmpeg's settings, x264's frame threads included. Ours runs in this process, warm;
-ffmpeg's CPU includes its process start (~0.05 s, measured with a 0.1 s input), about 2% of the
-H.264 baseline and under 1% of the VP8 one, in ours' favour.
+Both sides do the same work: ours is ``remux()`` alone (no composite, no hashing or sealing of
+the output), and the encoders get ffmpeg's settings, x264's frame threads included. Ours also
+decrypts its input (the backup's segments are encrypted at rest), in ffmpeg's favour. Ours runs in
+this process, warm; ffmpeg's CPU includes its process start (~0.05 s, measured with a 0.1 s input),
+about 2% of the H.264 baseline and under 1% of the VP8 one, in ours' favour.
 
 Wall time and CPU time (user+sys of all threads; ffmpeg's from RUSAGE_CHILDREN) are medians over
 interleaved rounds after a warm-up. ffmpeg is installed by scripts/bench-deps/ffmpeg.sh if missing.
@@ -29,9 +31,12 @@ import time
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
+
+if TYPE_CHECKING:
+    from services.transcoder.sealing import RecordingFiles
 
 ROOT = Path(__file__).resolve().parent.parent
 SECONDS = 180
@@ -85,20 +90,20 @@ def _pair(
     }
 
 
-def _frames(rec_dir: Path, stream: Any) -> list[Any]:
+def _frames(files: RecordingFiles, stream: Any) -> list[Any]:
     from services.transcoder.plan import timed_frames
     from services.transcoder.remux import track_frames
 
-    return list(timed_frames(stream, lambda t: track_frames(rec_dir, t)))
+    return list(timed_frames(stream, lambda t: track_frames(files, t)))
 
 
-def _write_inputs(rec_dir: Path, plan: Any, folder: Path) -> dict[str, Path]:
-    """The participant's frames as IVF/Ogg (VP8) or Matroska (H.264), for ffmpeg."""
+def _write_inputs(files: RecordingFiles, plan: Any, folder: Path) -> dict[str, Path]:
+    """The participant's frames (decrypted) as IVF/Ogg (VP8) or Matroska (H.264), for ffmpeg."""
     from services.transcoder.remux import video_size
 
     video, audio = plan.streams
-    width, height = video_size(rec_dir, video)
-    vframes, aframes = _frames(rec_dir, video), _frames(rec_dir, audio)
+    width, height = video_size(files, video)
+    vframes, aframes = _frames(files, video), _frames(files, audio)
     paths: dict[str, Path] = {}
 
     def mux(path: Path, fmt: str, parts: list[tuple[str, list[Any]]]) -> None:
@@ -176,8 +181,8 @@ def run() -> list[dict[str, Any]]:
         (h264_mp4,) = plan_files(fold(h264.events), OutputOptions("mp4"))
         (h264_native,) = plan_files(fold(h264.events))
         (vp8_mp4,) = plan_files(fold(vp8.events), OutputOptions("mp4"))
-        vp8_in = _write_inputs(vp8.rec_dir, vp8_plan, tmp)
-        h264_in = _write_inputs(h264.rec_dir, h264_native, tmp)
+        vp8_in = _write_inputs(vp8.files, vp8_plan, tmp)
+        h264_in = _write_inputs(h264.files, h264_native, tmp)
         out = tmp / "out"
         out.mkdir()
 
@@ -185,20 +190,20 @@ def run() -> list[dict[str, Any]]:
         vp8_args += ["-map", "1:a"]
         aac = ["-c:a", "aac", "-b:a", "128k"]
         result = _pair(
-            lambda: remux(vp8_plan, vp8.rec_dir, out / "ours.webm"),
+            lambda: remux(vp8_plan, vp8.files, out / "ours.webm"),
             [*quiet, *vp8_args, "-c", "copy", str(out / "ffmpeg.webm")],
         )
         rows += _rows("remux VP8/Opus to WebM", result, SECONDS)
 
         result = _pair(
-            lambda: remux(h264_mp4, h264.rec_dir, out / "ours.mp4"),
+            lambda: remux(h264_mp4, h264.files, out / "ours.mp4"),
             [*quiet, "-i", str(h264_in["av"]), "-c:v", "copy", *aac, str(out / "ffmpeg.mp4")],
         )
         rows += _rows("H.264/Opus to mp4 (H.264 copied, AAC encoded)", result, SECONDS)
 
         x264 = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-bf", "0"]
         result = _pair(
-            lambda: remux(vp8_mp4, vp8.rec_dir, out / "ours-x264.mp4"),
+            lambda: remux(vp8_mp4, vp8.files, out / "ours-x264.mp4"),
             [*quiet, *vp8_args, *x264, *aac, str(out / "ffmpeg-x264.mp4")],
             rounds=3,
         )

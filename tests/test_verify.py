@@ -19,6 +19,7 @@ from shared import signing
 from shared.integrity import sha256sums
 
 from .transcoder.capture_factory import ParticipantSpec, SessionSpec, make_capture
+from .transcoder.sealed import opened
 
 KEY = Ed25519PrivateKey.generate()
 OTHER_KEY = Ed25519PrivateKey.generate()
@@ -164,7 +165,11 @@ def test_a_key_file_that_is_no_key_is_one_sentence(tmp_path: Path) -> None:
 def test_transcoder_output_verifies_and_one_byte_anywhere_is_caught(tmp_path: Path) -> None:
     c = make_capture(tmp_path / "backup", [ParticipantSpec("alice", (SessionSpec(0, 2),))])
     state = fold(c.events)
-    sealed = build_output(c.rec_dir, state, plan_files(state), signing_key=KEY)
+    # The backup holds the output encrypted; verify checks what the customer gets: the
+    # decrypted copy under the real names.
+    sealed = opened(
+        c, build_output(c.rec_dir, state, plan_files(state), key=c.key, signing_key=KEY)
+    )
     key = str(_public_key(tmp_path))
     result = _verify(sealed.output, "--public-key", key)
     assert result.returncode == 0, result.stdout + result.stderr

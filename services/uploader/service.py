@@ -40,6 +40,7 @@ from shared.service import ServiceContext
 
 from . import agefiles, claim, metrics, plan, probe
 from . import backend as backends
+from .backupcrypt import Crypt, recording_key
 from .config import UploaderConfig
 from .errors import PermanentUploadError, TransientUploadError
 from .grant import request_grant
@@ -233,6 +234,22 @@ class Uploader:
         """Upload and confirm every sealed file; publish what was confirmed. Returns whether
         the destination keeps the backup (persist_backup)."""
         output = self._output_dir(sealed)
+        rkey = await recording_key(self.nc, job.recording_id, job.tenant_id)
+        try:
+            return await self._send(job, sealed, started, attempt, lease, output, rkey.data_key)
+        finally:
+            rkey.wipe()  # the job's copy of the recording key: gone with the job
+
+    async def _send(
+        self,
+        job: Job,
+        sealed: RecordingSealed,
+        started: rec_events.RecordingStarted,
+        attempt: Attempt,
+        lease: Lease,
+        output: Path,
+        data_key: bytearray,
+    ) -> bool:
         material = await request_grant(
             self.nc,
             job_id=job.job_id,
@@ -253,7 +270,10 @@ class Uploader:
             try:
                 remote: list[up_events.RemoteFile] = []
                 async with agefiles.sending(
-                    sealed.files, lambda f: self._source(output, f), config, self.cfg
+                    sealed.files,
+                    lambda f: self._source(output, f, Crypt(data_key, job.recording_id, "")),
+                    config,
+                    self.cfg,
                 ) as files:
                     async for source, f in files:  # as sealed, or encrypted to encrypt_to
                         lease.check()  # a job paused past its lease stops here
@@ -290,7 +310,7 @@ class Uploader:
         assert self.spool is not None
         try:
             return bool(sealed.files) and await self.spool.exists(
-                self._local_file(self._output_dir(sealed), sealed.files[0].name)
+                self._local_file(self._output_dir(sealed), sealed.files[0].stored_name)
             )
         except BackupStoreError as exc:
             raise Retry(f"the backup store did not answer: {exc}", delay=5) from None
@@ -302,14 +322,17 @@ class Uploader:
         assert self.spool is not None  # in the store: any instance resumes what another began
         return ResumeStore(None, store=self.spool.store, key=self.spool.key(rec))
 
-    def _source(self, output: Path, sealed_file: SealedFile) -> Source:
+    def _source(self, output: Path, sealed_file: SealedFile, crypt: Crypt) -> Source:
         """Where the file is read from: this folder, or (with an object store) the store itself,
-        streamed to the destination without a local copy."""
-        local = self._local_file(output, sealed_file.name)
+        streamed to the destination without a local copy; decrypted as it is read (the name
+        the encryption binds is the file's path in the recording: output folder, stored name)."""
+        stored = sealed_file.stored_name
+        local = self._local_file(output, stored)
+        crypt = Crypt(crypt.key, crypt.recording_id, f"{output.name}/{stored}")
         if not self.remote:
-            return LocalSource(local, sealed_file)
+            return LocalSource(local, sealed_file, crypt)
         assert self.spool is not None
-        return StoreSource(self.spool.store, self.spool.key(local), sealed_file)
+        return StoreSource(self.spool.store, self.spool.key(local), sealed_file, crypt)
 
     def _output_dir(self, sealed: RecordingSealed) -> Path:
         rec = recording_dir(self.root, sealed.tenant_id, sealed.recording_id)

@@ -11,6 +11,11 @@ calls ``verify()`` before the remote object may become visible:
   half-way (a store node restarting, a reset connection) is picked up where it stopped with a
   range read, so a 10 GiB file is not read again from the start for one hiccup.
 
+The backup is encrypted at rest (``shared.chunkcrypt``): with a ``Crypt`` (the recording's key,
+held for this job), a reader decrypts as it reads and every byte it hands on has authenticated;
+the SHA-256 it checks is the plaintext's, as sealed. A range-read resume starts at the chunk that
+holds the byte where the stream broke. Files written before encryption are read as they are.
+
 Adapters import from here, never from ``backend.py`` (the registry that imports them).
 """
 
@@ -24,10 +29,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from shared import chunkcrypt
 from shared.backupstore import BackupStore, BackupStoreError, ObjectMissing
 from shared.backupstore.blocking import BlockingRead
 from shared.events.transcodes import SealedFile
 
+from .backupcrypt import Crypt, Prefixed, plain_size, read_exactly
 from .errors import LocalIntegrityError, PermanentUploadError, TransientUploadError
 
 T = TypeVar("T")
@@ -74,6 +81,13 @@ def mismatch(sealed: SealedFile, size: int) -> LocalIntegrityError:
     return LocalIntegrityError(
         f"backup file {sealed.name} no longer matches its sealed SHA-256 ({size} bytes read); "
         "it changed at rest and is not sent as good (retained for an operator)"
+    )
+
+
+def tampered(sealed: SealedFile, exc: Exception) -> LocalIntegrityError:
+    return LocalIntegrityError(
+        f"backup file {sealed.name} fails authentication ({exc}); it was changed at rest and "
+        "is not sent (retained for an operator)"
     )
 
 
@@ -124,6 +138,12 @@ class _Hashing:
         raise NotImplementedError
 
     def _fill(self, fh: BlockingRead, view: memoryview, n: int) -> tuple[int, bool]:
+        try:
+            return self._fill_plain(fh, view, n)
+        except chunkcrypt.ChunkCryptError as exc:
+            raise tampered(self.sealed, exc) from None
+
+    def _fill_plain(self, fh: BlockingRead, view: memoryview, n: int) -> tuple[int, bool]:
         """Fill ``view`` from byte ``n`` on, a STEP at a time: SHA-256 finds each piece still in
         the core's cache, not evicted by the rest of an 8 MiB read. ``self.size`` counts every
         byte hashed, so a stream broken at any point resumes at ``self.size``. Returns (bytes in
@@ -149,9 +169,10 @@ class _Hashing:
 
 
 class LocalSource:
-    def __init__(self, path: Path, sealed: SealedFile) -> None:
+    def __init__(self, path: Path, sealed: SealedFile, crypt: Crypt | None = None) -> None:
         self.path = path
         self.sealed = sealed
+        self.crypt = crypt
 
     async def check(self) -> None:
         try:
@@ -165,20 +186,23 @@ class LocalSource:
             raise TransientUploadError(
                 f"backup file {self.sealed.name} could not be read ({type(exc).__name__})"
             ) from None
-        if size != self.sealed.size:
+        if not plain_size(self.sealed, size, self.crypt):
             raise _wrong_size(self.sealed, size)
 
     def reader(self, chunk: int) -> LocalReader:
-        return LocalReader(self.path, self.sealed, chunk)
+        return LocalReader(self.path, self.sealed, chunk, self.crypt)
 
 
 class LocalReader(_Hashing):
     """Reads one file in chunks off the event loop, hashing SHA-256 as it goes: one pass, at
     most one chunk in memory."""
 
-    def __init__(self, local: Path, sealed: SealedFile, chunk: int) -> None:
+    def __init__(
+        self, local: Path, sealed: SealedFile, chunk: int, crypt: Crypt | None = None
+    ) -> None:
         super().__init__(sealed, chunk)
         self.local = local
+        self.crypt = crypt
 
     async def chunks_with(self, fn: Callable[[bytes], T]) -> AsyncIterator[tuple[bytes, T]]:
         """Chunks with ``fn(chunk)`` (a provider's checksum), computed in the same worker-thread
@@ -195,14 +219,27 @@ class LocalReader(_Hashing):
 
     async def _open(self) -> Any:
         try:
-            return await asyncio.to_thread(self.local.open, "rb")
+            return await asyncio.to_thread(self._open_plain)
         except FileNotFoundError:
             raise LocalIntegrityError(
                 f"backup file {self.sealed.name} is missing; the recording is retained"
             ) from None
 
+    def _open_plain(self) -> Any:
+        fh = self.local.open("rb")
+        if self.crypt is None or fh.read(len(chunkcrypt.MAGIC)) != chunkcrypt.MAGIC:
+            fh.seek(0)
+            return fh
+        fh.seek(0)
+        c = self.crypt
+        chunks = chunkcrypt.decrypt_stream(fh, c.key, recording_id=c.recording_id, name=c.name)
+        return chunkcrypt.PlainReader(chunks, raw=fh)
+
     def _read(self, fh: Any, fn: Callable[[bytes], T]) -> tuple[bytes, T]:
-        data: bytes = fh.read(self.chunk)
+        try:
+            data: bytes = fh.read(self.chunk)
+        except chunkcrypt.ChunkCryptError as exc:
+            raise tampered(self.sealed, exc) from None
         self.sha.update(data)
         self.size += len(data)
         return data, fn(data)
@@ -238,10 +275,13 @@ class LocalReader(_Hashing):
 class StoreSource:
     """A sealed file in the backup store, streamed without a local copy."""
 
-    def __init__(self, store: BackupStore, key: str, sealed: SealedFile) -> None:
+    def __init__(
+        self, store: BackupStore, key: str, sealed: SealedFile, crypt: Crypt | None = None
+    ) -> None:
         self.store = store
         self.key = key
         self.sealed = sealed
+        self.crypt = crypt
 
     async def check(self) -> None:
         try:
@@ -253,13 +293,15 @@ class StoreSource:
                 f"backup file {self.sealed.name} is missing from the backup store; the recording "
                 "is retained for an operator"
             )
-        if obj.size != self.sealed.size:
+        if not plain_size(self.sealed, obj.size, self.crypt):
             raise _wrong_size(self.sealed, obj.size)
-        if obj.sha256 is not None and obj.sha256 != self.sealed.sha256:
+        # The store's hash is of the bytes it holds: the plaintext's only for an old object.
+        plain = obj.size == self.sealed.size and self.crypt is None
+        if plain and obj.sha256 is not None and obj.sha256 != self.sealed.sha256:
             raise mismatch(self.sealed, obj.size)
 
     def reader(self, chunk: int) -> StoreReader:
-        return StoreReader(self.store, self.key, self.sealed, chunk)
+        return StoreReader(self.store, self.key, self.sealed, chunk, self.crypt)
 
 
 class StoreReader(_Hashing):
@@ -268,19 +310,49 @@ class StoreReader(_Hashing):
     hashed a STEP at a time as the local folder's files are. A stream that breaks is opened
     again from the byte where it stopped (a range read), into the same buffer."""
 
-    def __init__(self, store: BackupStore, key: str, sealed: SealedFile, chunk: int) -> None:
+    def __init__(
+        self,
+        store: BackupStore,
+        key: str,
+        sealed: SealedFile,
+        chunk: int,
+        crypt: Crypt | None = None,
+    ) -> None:
         super().__init__(sealed, chunk)
         self.store = store
         self.key = key
+        self.crypt = crypt
         self.resumed = 0  # how often a broken stream was picked up again (for tests and logs)
         self._fh: BlockingRead | None = None
+        self._header: bytes | None = None  # the encrypted file's, kept to resume mid-file
+        self._encrypted: bool | None = None  # known once the first bytes were read
+
+    async def _open_at(self, offset: int) -> BlockingRead:
+        """The object's plaintext from byte ``offset``, verified as it is read."""
+        c = self.crypt
+        if c is None or self._encrypted is False:
+            return await self.store.open_blocking(self.key, start=offset)
+        if self._encrypted is None:  # the first open: look at the header
+            raw = await self.store.open_blocking(self.key, start=0)
+            head = await asyncio.to_thread(read_exactly, raw, chunkcrypt.HEADER_SIZE)
+            if not head.startswith(chunkcrypt.MAGIC):
+                self._encrypted = False
+                return Prefixed(head, raw)
+            self._encrypted, self._header = True, head
+        else:  # a resume: the range read starts at the chunk holding ``offset``
+            raw = await self.store.open_blocking(self.key, start=chunkcrypt.chunk_start(offset))
+        assert self._header is not None
+        chunks = chunkcrypt.decrypt_from(
+            raw, c.key, recording_id=c.recording_id, name=c.name, header=self._header, offset=offset
+        )
+        return chunkcrypt.PlainReader(chunks, raw=raw)
 
     async def _next(self, buf: bytearray) -> tuple[int, bool]:
         view, start, failures = memoryview(buf), self.size, 0
         while True:
             try:
                 if self._fh is None:
-                    self._fh = await self.store.open_blocking(self.key, start=self.size)
+                    self._fh = await self._open_at(self.size)
                 # After a break the buffer holds what was hashed so far: go on from there.
                 return await asyncio.to_thread(self._fill, self._fh, view, self.size - start)
             except (BackupStoreError, OSError) as exc:

@@ -89,6 +89,12 @@ def open_writer(
     return ChunkWriter(fileobj, enc)
 
 
+class Readable(Protocol):
+    """A stream read front to back (a socket, an object's body): ``readinto`` only."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
 class Source(Protocol):
     """What the readers need of a file: ``readinto`` (and ``seek``/``tell`` for an offset)."""
 
@@ -99,7 +105,7 @@ class Source(Protocol):
     def tell(self) -> int: ...
 
 
-def _fill(src: Source, view: memoryview) -> int:
+def _fill(src: Readable, view: memoryview) -> int:
     """Fill ``view``, short only at EOF (a raw stream's ``readinto`` may return less before it)."""
     got = src.readinto(view) or 0
     while got < len(view):
@@ -278,7 +284,7 @@ def verify_file(path: Path, data_key: BytesLike, *, recording_id: str, name: str
 
 
 def decrypt_prefix(
-    src: Source, data_key: BytesLike, *, recording_id: str, name: str
+    src: Readable, data_key: BytesLike, *, recording_id: str, name: str
 ) -> Iterator[bytes]:
     """What a writer killed mid-file left readable: each chunk that authenticates, in order, up to
     the first that does not (a chunk cut short by the crash) or the end.
@@ -310,7 +316,7 @@ def decrypt_prefix(
 
 
 def decrypt_from(
-    src: Source,
+    src: Readable,
     data_key: BytesLike,
     *,
     recording_id: str,

@@ -145,7 +145,7 @@ async def browser_capture(
     assert reports["audio"] >= 1 and reports["video"] >= 1, reports
 
     sealed = await transcode(js, nats_server, proxy.backup_root, tmp_path, rec.rid)
-    out = media_file(proxy.backup_root, sealed)
+    out = media_file(proxy.backup_root, sealed, key, tmp_path / "plain")
     result = probe(out)
     print("output:", out.name, result)
     assert result.errors == [], result.errors[:5]

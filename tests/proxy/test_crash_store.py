@@ -121,13 +121,28 @@ async def test_a_start_killed_between_put_and_publish_loses_no_segment(
     from services.proxy.salvage import salvage
     from services.proxy.session import make_publish
     from shared.backupstore.spool import Spool
+    from shared.recording_key import RecordingKey, fetch_recording_key
 
     from ..transcoder.capture_factory import ParticipantSpec, SessionSpec, make_capture
 
+    # A recording the vault knows (started), its segments encrypted under the key it issued,
+    # as the proxy writes them; salvage asks the vault for that key, as the proxy's start does.
+    rec = await start_recording(js)
     spool_root = tmp_path / "spool"
     capture = make_capture(
-        spool_root, [ParticipantSpec("ana", sessions=(SessionSpec(0.0, 4.0),))], segment_s=2.0
+        spool_root,
+        [ParticipantSpec("ana", sessions=(SessionSpec(0.0, 4.0),))],
+        segment_s=2.0,
+        recording_id=rec.rid,
+        tenant_id=rec.tenant_id,
+        key=await recording_key(js, rec),
     )
+
+    async def fetch_key(recording_id: str, tenant_id: str, purpose: str) -> RecordingKey:
+        return await fetch_recording_key(
+            js._nc, recording_id=recording_id, tenant_id=tenant_id, purpose=purpose, service="proxy"
+        )
+
     bucket = weed.new_bucket("salvage-window")
     secret = tmp_path / "secret"
     secret.write_text(weed.secret_access_key)
@@ -146,10 +161,10 @@ async def test_a_start_killed_between_put_and_publish_loses_no_segment(
 
     try:
         with pytest.raises(Killed):
-            await salvage(js, spool_root, killed_before_publishing, spool.keep)
+            await salvage(js, spool_root, killed_before_publishing, fetch_key, spool.keep)
         prefix = f"{capture.tenant_id}/{capture.recording_id}"
         assert len(await store.list(prefix)) == len(capture.segments)  # in the store, unnamed
-        assert await salvage(js, spool_root, publish, spool.keep) > 0  # the next start
+        assert await salvage(js, spool_root, publish, fetch_key, spool.keep) > 0  # the next start
         written = [
             e
             for e in await history(js, capture.recording_id)
@@ -158,6 +173,6 @@ async def test_a_start_killed_between_put_and_publish_loses_no_segment(
         assert sorted(e.sha256 for e in written) == sorted(s.sha256 for s in capture.segments)
         rec_dir = spool_root / capture.tenant_id / capture.recording_id
         assert not list(rec_dir.rglob("*.rgc")), "the spool kept copies that are in the store"
-        assert await salvage(js, spool_root, publish, spool.keep) == 0  # nothing twice
+        assert await salvage(js, spool_root, publish, fetch_key, spool.keep) == 0  # nothing twice
     finally:
         await store.close()

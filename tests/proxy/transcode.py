@@ -1,8 +1,13 @@
-"""Run the real transcoder (a process) on what the proxy captured; probe its output with PyAV."""
+"""Run the real transcoder (a process) on what the proxy captured; probe its output with PyAV.
+
+The transcoder writes its output encrypted under the recording's key, media files under
+pseudonymous names: ``media_file`` decrypts the participant's file (under its real name) into a
+folder outside the backup first, as the customer would get it."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +15,7 @@ from pathlib import Path
 import av
 from nats.js import JetStreamContext
 
-from shared import natsio
+from shared import chunkcrypt, natsio
 from shared.embedded import NatsServer
 from shared.events import transcodes as tx
 
@@ -33,8 +38,8 @@ async def transcode(
         nats_url=nats_server.url,
         data_dir=work / "transcoder-data",
         backup_dir=backup_root,
-        transcoder_ack_wait_s=10,
-        transcoder_retry_delay_s=0.5,
+        transcoder_ack_wait_s="10",
+        transcoder_retry_delay_s="0.5",
     )
     proc = ServiceProcess("services.transcoder", env, work / "transcoder.log").start()
     try:
@@ -76,7 +81,7 @@ def probe(path: Path) -> Probe:
                 result.frames[kind] = result.frames.get(kind, 0) + n
             for stream in container.streams:
                 try:
-                    n = len(stream.codec_context.decode(None))
+                    n = len(stream.codec_context.decode(None))  # type: ignore[attr-defined]
                 except av.FFmpegError as exc:
                     errors.append(f"{stream.type} flush: {exc}")
                     continue
@@ -88,8 +93,23 @@ def probe(path: Path) -> Probe:
         av.logging.set_level(previous)
 
 
-def media_file(backup_root: Path, sealed: tx.RecordingSealed) -> Path:
-    """The one participant's own file (other media files, such as a composite, are not ours)."""
+def media_file(
+    backup_root: Path, sealed: tx.RecordingSealed, key: bytes | bytearray, dest: Path
+) -> Path:
+    """The one participant's own file (other media files, such as a composite, are not ours),
+    decrypted with the recording's ``key`` into ``dest`` under its real name; checked against
+    the size and SHA-256 of the plaintext that the sealed event announced."""
     media = [f for f in sealed.files if f.role == "media" and f.participant_id]
     assert len(media) == 1, sealed.files
-    return backup_root / sealed.output_dir / media[0].name
+    (f,) = media
+    output = backup_root / sealed.output_dir
+    stored = output / f.stored_name
+    assert stored.is_file(), sorted(p.name for p in output.iterdir())
+    dest.mkdir(parents=True, exist_ok=True)
+    plain = dest / f.name
+    size = chunkcrypt.decrypt_file(
+        stored, plain, key, recording_id=sealed.recording_id, name=f"{output.name}/{f.stored_name}"
+    )
+    assert size == f.size, (size, f)
+    assert hashlib.sha256(plain.read_bytes()).hexdigest() == f.sha256, f
+    return plain

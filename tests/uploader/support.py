@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import os
 import uuid
@@ -16,13 +17,14 @@ from typing import Any
 import msgspec
 from nats.js import JetStreamContext
 
-from shared import natsio
+from shared import chunkcrypt, natsio
 from shared.events import AnyEvent, event_id
 from shared.events import transcodes as tr_events
 from shared.events import uploads as up_events
 from shared.events.transcodes import SealedFile
 from shared.ids import new_recording_id
 from shared.integrity import sha256sums
+from shared.recording_key import fetch_recording_key
 from tests.credentials.helpers import publish_resend as publish_resend_of
 from tests.credentials.helpers import publish_started
 from tests.servers import ServiceProcess, service_env
@@ -74,6 +76,7 @@ class Backup:
     recording_id: str
     files: list[SealedFile]
     started_at: datetime
+    data_key: bytes | None = None  # the recording's key when the outputs are encrypted
 
     @property
     def folder(self) -> Path:
@@ -84,7 +87,14 @@ class Backup:
         return self.folder / "output"
 
     def content(self, name: str) -> bytes:
-        return (self.output / name).read_bytes()
+        """The file's plaintext (what the destination must receive)."""
+        data = (self.output / name).read_bytes()
+        if self.data_key is None:
+            return data
+        chunks = chunkcrypt.decrypt_stream(
+            io.BytesIO(data), self.data_key, recording_id=self.recording_id, name=f"output/{name}"
+        )
+        return b"".join(chunks)
 
     def key(self, name: str, prefix: str = "") -> str:
         date = self.started_at.date().isoformat()
@@ -107,9 +117,18 @@ def sealed_file(
     )
 
 
-def write_backup(root: Path, tenant_id: str, media_sizes: dict[str, int]) -> Backup:
-    """A recording's backup as the transcoder leaves it: capture segments and sealed outputs."""
-    rid = new_recording_id()
+def write_backup(
+    root: Path,
+    tenant_id: str,
+    media_sizes: dict[str, int],
+    *,
+    key: bytes | bytearray | None = None,
+    rid: str | None = None,
+) -> Backup:
+    """A recording's backup as the transcoder leaves it: capture segments and sealed outputs;
+    with ``key`` (the recording's, from the vault: ``encrypted_backup``) encrypted as the
+    transcoder writes them, else as a backup from before encryption."""
+    rid = rid or new_recording_id()
     folder = root / tenant_id / rid
     seg = folder / "capture" / "alice" / "alice-1-audio" / "000000.rgc"
     seg.parent.mkdir(parents=True)
@@ -126,7 +145,30 @@ def write_backup(root: Path, tenant_id: str, media_sizes: dict[str, int]) -> Bac
     )
     files.append(sealed_file(out / "SHA256SUMS", "checksums", "text/plain"))
     files.append(sealed_file(out / "manifest.json", "manifest", "application/json"))
-    return Backup(root, tenant_id, rid, files, datetime.now(UTC))
+    if key is not None:
+        for f in files:  # sealed digests are the plaintext's; the files become ciphertext
+            plain = out / f.name
+            sealed = plain.with_name(plain.name + ".enc")
+            chunkcrypt.encrypt_file(plain, sealed, key, recording_id=rid, name=f"output/{f.name}")
+            sealed.replace(plain)
+    stored_key = bytes(key) if key is not None else None
+    return Backup(root, tenant_id, rid, files, datetime.now(UTC), stored_key)
+
+
+async def encrypted_backup(
+    js: JetStreamContext, root: Path, tenant_id: str, media_sizes: dict[str, int], dest: str
+) -> Backup:
+    """``write_backup`` encrypted under the recording's own key, which the test asks of the real
+    vault as the transcoder would (so the recording is started first)."""
+    rid = new_recording_id()
+    await publish_started(js, rid, tenant_id, dest)
+    key = await fetch_recording_key(
+        js._nc, recording_id=rid, tenant_id=tenant_id, purpose="transcode", service="test"
+    )
+    try:
+        return write_backup(root, tenant_id, media_sizes, key=key.data_key, rid=rid)
+    finally:
+        key.wipe()
 
 
 async def publish_sealed(js: JetStreamContext, backup: Backup, destination_id: str) -> None:

@@ -30,13 +30,13 @@ from tests.servers import ServiceProcess
 
 from .storage import MIB, FTPStore, Store, make_store
 from .support import (
+    encrypted_backup,
     publish_resend,
     publish_sealed,
     sealed_file,
     start_uploader,
     uploads,
     wait_event,
-    write_backup,
 )
 from .test_uploader import make_destination
 
@@ -89,7 +89,9 @@ async def test_upload_confirm_purge(
     tenant = new_tenant_id()
     dest = await make_destination(vault, tenant, store.provider, store.config(prefix="calls"))
     # One file bigger than a part, one small, plus SHA256SUMS and manifest.json.
-    backup = write_backup(backup_root, tenant, {"alice.webm": 6 * MIB + 123, "bob.webm": 2048})
+    backup = await encrypted_backup(
+        js, backup_root, tenant, {"alice.webm": 6 * MIB + 123, "bob.webm": 2048}, dest
+    )
     expected = {f.name: backup.content(f.name) for f in backup.files}
     proc = run_uploader()
     await publish_sealed(js, backup, dest)
@@ -129,7 +131,7 @@ async def test_transient_failure_then_success(
     store.prepare()
     tenant = new_tenant_id()
     dest = await make_destination(vault, tenant, store.provider, store.config())
-    backup = write_backup(backup_root, tenant, {"alice.webm": 3 * MIB})
+    backup = await encrypted_backup(js, backup_root, tenant, {"alice.webm": 3 * MIB}, dest)
     content = backup.content("alice.webm")
     store.proxy.set_down(True)  # every connection to the store is reset
     proc = run_uploader(upload_max_attempts="30", upload_backoff_s="0.3")
@@ -161,7 +163,7 @@ async def test_permanent_failure_retained_then_resent(
     # Not prepared: no bucket / container, or an FTP account that may only read.
     tenant = new_tenant_id()
     dest = await make_destination(vault, tenant, store.provider, store.config())
-    backup = write_backup(backup_root, tenant, {"alice.webm": 6 * MIB})
+    backup = await encrypted_backup(js, backup_root, tenant, {"alice.webm": 6 * MIB}, dest)
     expected = {f.name: backup.content(f.name) for f in backup.files}
     proc = run_uploader()
     await publish_sealed(js, backup, dest)
@@ -197,7 +199,9 @@ async def test_kill_9_mid_upload_resumes_from_what_arrived(
     tenant = new_tenant_id()
     dest = await make_destination(vault, tenant, store.provider, store.config())
     size = 40 * MIB
-    backup = write_backup(backup_root, tenant, {"big.webm": size, "small.webm": 1000})
+    backup = await encrypted_backup(
+        js, backup_root, tenant, {"big.webm": size, "small.webm": 1000}, dest
+    )
     expected = {f.name: backup.content(f.name) for f in backup.files}
     store.throttle(8 * MIB)  # slow enough to be caught mid-file
 

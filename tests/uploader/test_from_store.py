@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from services.uploader.backupcrypt import Crypt
 from services.uploader.errors import LocalIntegrityError, TransientUploadError
 from services.uploader.resume import ResumeStore, detached
 from services.uploader.s3 import S3Backend
 from services.uploader.source import Buffers, StoreReader, StoreSource
+from shared import chunkcrypt
 from shared.backupstore import BackupStore
 from shared.backupstore.config import from_url
 from shared.events.transcodes import SealedFile
@@ -71,12 +73,30 @@ async def store(
     await built.close()
 
 
-async def _stored(store: BackupStore, tmp_path: Path, size: int, key: str) -> SealedFile:
+DATA_KEY = bytearray(secrets.token_bytes(32))
+
+
+def crypt_of(key: str) -> Crypt:
+    """How the uploader opens ``<tenant>/<recording>/<folder>/<file>``: bound to its id and name."""
+    _, rid, folder, name = key.split("/")
+    return Crypt(DATA_KEY, rid, f"{folder}/{name}")
+
+
+async def _stored(
+    store: BackupStore, tmp_path: Path, size: int, key: str, *, encrypted: bool = False
+) -> SealedFile:
     data = os.urandom(size)
     path = tmp_path / f"src-{secrets.token_hex(3)}"
     path.write_bytes(data)
     sha = hashlib.sha256(data).hexdigest()
-    await store.put_file(key, path, sha256=sha)
+    if encrypted:  # as the transcoder stores it
+        c = crypt_of(key)
+        sealed_path = path.with_name(path.name + ".enc")
+        chunkcrypt.encrypt_file(path, sealed_path, c.key, recording_id=c.recording_id, name=c.name)
+        on_disk = hashlib.sha256(sealed_path.read_bytes()).hexdigest()
+        await store.put_file(key, sealed_path, sha256=on_disk)
+    else:
+        await store.put_file(key, path, sha256=sha)
     return SealedFile(
         name=key.rsplit("/", 1)[1],
         role="media",
@@ -133,14 +153,16 @@ async def test_missing_changed_or_longer_objects_are_never_sent_as_good(
         longer.verify()
 
 
+@pytest.mark.parametrize("encrypted", [True, False], ids=["encrypted", "before-encryption"])
 async def test_a_broken_stream_resumes_with_a_range_read(
-    seaweed: SeaweedS3, proxy: Proxy, tmp_path: Path, s3_server: MotoS3
+    seaweed: SeaweedS3, proxy: Proxy, tmp_path: Path, s3_server: MotoS3, encrypted: bool
 ) -> None:
     store = _s3_store(seaweed, tmp_path, proxy.url)
     key = "ten_a/rec_3/output-1/c.webm"
+    crypt = crypt_of(key) if encrypted else None
     try:
-        sealed = await _stored(store, tmp_path, 48 * MIB, key)
-        reader = StoreReader(store, key, sealed, PART)
+        sealed = await _stored(store, tmp_path, 48 * MIB, key, encrypted=encrypted)
+        reader = StoreReader(store, key, sealed, PART, crypt)
         buffers = Buffers(PART, 2)
         sha, cut = hashlib.sha256(), False
         async for chunk, _ in reader.chunks_into(buffers, len):
@@ -165,7 +187,7 @@ async def test_a_broken_stream_resumes_with_a_range_read(
         )
         try:
             remote = await backend.upload(
-                StoreSource(store, key, sealed), "k/c.webm", sealed, detached(sealed)
+                StoreSource(store, key, sealed, crypt), "k/c.webm", sealed, detached(sealed)
             )
         finally:
             await backend.close()
@@ -173,6 +195,33 @@ async def test_a_broken_stream_resumes_with_a_range_read(
         assert hashlib.sha256(body).hexdigest() == sealed.sha256 == remote.sha256
     finally:
         await store.close()
+
+
+async def test_an_encrypted_object_changed_in_the_store_is_never_sent(
+    store: BackupStore, tmp_path: Path
+) -> None:
+    """Staff with write access to the store: a flipped byte, a cut, a chunk dropped, another
+    file's ciphertext put in its place. Each read fails before the bad bytes are handed on."""
+    key, other = "ten_a/rec_6/output-1/f.webm", "ten_a/rec_6/output-1/g.webm"
+    sealed = await _stored(store, tmp_path, 3 * MIB + 7, key, encrypted=True)
+    await _stored(store, tmp_path, 3 * MIB + 7, other, encrypted=True)
+    good = await store.read_bytes(key)
+    assert b"".join(
+        [d async for d in StoreSource(store, key, sealed, crypt_of(key)).reader(MIB).chunks()]
+    )
+    step = chunkcrypt.DEFAULT_CHUNK_SIZE + chunkcrypt.TAG_SIZE
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x01
+    dropped = good[: chunkcrypt.HEADER_SIZE] + good[chunkcrypt.HEADER_SIZE + step :]
+    for bad in (bytes(flipped), good[:-100], dropped, await store.read_bytes(other)):
+        await store.put_bytes(key, bad)
+        source = StoreSource(store, key, sealed, crypt_of(key))
+        with pytest.raises(LocalIntegrityError):
+            await source.check()  # a wrong size is refused before any byte is read...
+            reader = source.reader(MIB)  # ...and the same size with other bytes while reading
+            async for _ in reader.chunks():
+                pass
+            reader.verify()
 
 
 async def test_a_store_that_stays_down_is_a_transient_failure(
