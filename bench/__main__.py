@@ -24,6 +24,7 @@ BENCHES = (
     "uploader",
     "uploader_store",
     "chunkcrypt",
+    "encryption",
 )
 ON_DEMAND = ("capacity",)  # not in the default run: slow, and it reads the proxy bench's figures
 

@@ -17,6 +17,7 @@ from tests.credentials.helpers import VaultClient
 from tests.servers import MotoS3
 
 from .support import (
+    encrypted_backup,
     new_bucket,
     publish_sealed,
     s3_destination,
@@ -174,3 +175,34 @@ async def test_spent_attempts_retain_the_recording(
         assert backup.folder.exists()
     finally:
         proc.stop()
+
+
+async def test_an_output_changed_at_rest_is_retained_and_nothing_of_it_is_sent(
+    js: JetStreamContext,
+    vault: VaultClient,
+    nats_server: NatsServer,
+    backup_root: Path,
+    tmp_path: Path,
+) -> None:
+    """Someone with write access to the backup flips one byte of an encrypted output (its size,
+    and so every check but authentication, unchanged): the uploader refuses it before any of its
+    bytes leave, retains the recording and says which file."""
+    remote = tmp_path / "remote"
+    tenant = new_tenant_id()
+    dest = await make_destination(vault, tenant, "file", {"path": str(remote)})
+    backup = await encrypted_backup(js, backup_root, tenant, {"alice.webm": 300_000}, dest)
+    path = backup.output / "alice.webm"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+    proc = start_uploader(tmp_path, nats_server.url, backup_root, upload_max_attempts="1")
+    try:
+        await publish_sealed(js, backup, dest)
+        kept = await wait_event(js, backup.recording_id, "retained", proc, timeout=90)
+        assert isinstance(kept, up.RecordingRetained)
+        assert "alice.webm" in kept.reason and "authentication" in kept.reason, kept.reason
+        assert backup.folder.exists()
+    finally:
+        proc.stop()
+    sent = [p for p in remote.rglob("*") if p.is_file()] if remote.exists() else []
+    assert not any(p.name.startswith("alice.webm") for p in sent), sent
