@@ -384,6 +384,11 @@ class PlainReader:
             close()
 
     def read(self, n: int = -1) -> bytes:
+        end = self._pos + n
+        if 0 <= n and end <= len(self._buf):  # the common case: a record inside one chunk
+            data = self._buf[self._pos : end]
+            self._pos = end
+            return data
         parts: list[bytes] = []
         want = n
         while want != 0:

@@ -18,6 +18,7 @@ from shared import natsio
 from shared.embedded import free_port, python_env
 from shared.events import STREAMS
 
+from ..seaweed import SeaweedS3
 from ..servers import REPO, wait_until
 
 
@@ -189,3 +190,18 @@ async def stream_events(nats_url: str, recording_id: str) -> list[tuple[str, str
     finally:
         await nc.close()
     return out
+
+
+def store_backup_env(weed: SeaweedS3, bucket: str, tmp_path: Path) -> dict[str, str]:
+    """The settings that put the backup in ``bucket`` of a SeaweedFS S3 (the secret in a 0600
+    file, as operators give it)."""
+    secret = tmp_path / "backup-secret"
+    secret.write_text(weed.secret_access_key + "\n")
+    secret.chmod(0o600)
+    return {
+        "RESGUARDO_BACKUP_URL": f"s3://{bucket}/backup",
+        "RESGUARDO_BACKUP_S3_ENDPOINT": weed.endpoint,
+        "RESGUARDO_BACKUP_S3_REGION": weed.region,
+        "RESGUARDO_BACKUP_S3_ACCESS_KEY_ID": weed.access_key_id,
+        "RESGUARDO_BACKUP_S3_SECRET_ACCESS_KEY_FILE": str(secret),
+    }

@@ -30,7 +30,7 @@ from shared.recording_key import RecordingKeyError, fetch_recording_key
 
 from ..seaweed import SeaweedS3, seaweed_s3
 from ..servers import wait_until
-from .system import RunningSystem, start_system, stop_system
+from .system import RunningSystem, start_system, stop_system, store_backup_env
 
 pytestmark = pytest.mark.slow
 
@@ -117,19 +117,9 @@ def sent_frames(
 def test_the_backup_reveals_nothing_and_is_unreadable_after_the_purge(tmp_path: Path) -> None:
     with seaweed_s3(tmp_path / "weed") as weed:
         bucket = weed.new_bucket("resguardo-backup")
-        secret = tmp_path / "backup-secret"
-        secret.write_text(weed.secret_access_key + "\n")
-        secret.chmod(0o600)
         system = start_system(
             tmp_path,
-            {
-                "RESGUARDO_BACKUP_URL": f"s3://{bucket}/backup",
-                "RESGUARDO_BACKUP_S3_ENDPOINT": weed.endpoint,
-                "RESGUARDO_BACKUP_S3_REGION": weed.region,
-                "RESGUARDO_BACKUP_S3_ACCESS_KEY_ID": weed.access_key_id,
-                "RESGUARDO_BACKUP_S3_SECRET_ACCESS_KEY_FILE": str(secret),
-                "RESGUARDO_UPLOAD_MAX_ATTEMPTS": "1",
-            },
+            store_backup_env(weed, bucket, tmp_path) | {"RESGUARDO_UPLOAD_MAX_ATTEMPTS": "1"},
         )
         try:
             run(system, weed, bucket, tmp_path)

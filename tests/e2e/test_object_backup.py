@@ -12,7 +12,7 @@ import pytest
 from shared.events import uploads as up
 
 from ..seaweed import seaweed_s3
-from .system import start_system, stop_system, stream_events
+from .system import start_system, stop_system, store_backup_env, stream_events
 
 pytestmark = pytest.mark.slow
 
@@ -20,19 +20,7 @@ pytestmark = pytest.mark.slow
 def test_a_call_goes_through_the_object_store_and_leaves_nothing_in_it(tmp_path: Path) -> None:
     with seaweed_s3(tmp_path / "weed") as weed:
         bucket = weed.new_bucket("resguardo-backup")
-        secret = tmp_path / "backup-secret"
-        secret.write_text(weed.secret_access_key + "\n")
-        secret.chmod(0o600)
-        system = start_system(
-            tmp_path,
-            {
-                "RESGUARDO_BACKUP_URL": f"s3://{bucket}/backup",
-                "RESGUARDO_BACKUP_S3_ENDPOINT": weed.endpoint,
-                "RESGUARDO_BACKUP_S3_REGION": weed.region,
-                "RESGUARDO_BACKUP_S3_ACCESS_KEY_ID": weed.access_key_id,
-                "RESGUARDO_BACKUP_S3_SECRET_ACCESS_KEY_FILE": str(secret),
-            },
-        )
+        system = start_system(tmp_path, store_backup_env(weed, bucket, tmp_path))
         try:
             final = system.cli_json("demo", "--seconds", "4")
             assert final["state"] == "uploaded", final
