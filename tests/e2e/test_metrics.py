@@ -26,7 +26,7 @@ SERVICES = ("api", "credentials", "proxy", "transcoder", "uploader")
 PROJECTED = ("RECORDINGS", "CAPTURES", "TRANSCODES", "UPLOADS", "VAULT")
 CHECKS = {
     "api": {"nats", "started", "database", "projectors", "https"},
-    "credentials": {"nats", "started", "database", "rpc"},
+    "credentials": {"nats", "started", "database", "rpc", "consumer vault-shred"},
     "proxy": {"nats", "started", "backup store", "whip", "consumer proxy-stop"},
     "transcoder": {"nats", "started", "backup store", "consumer transcoder"},
     "uploader": {
@@ -104,12 +104,13 @@ def test_metrics_count_one_recording(system: RunningSystem, tmp_path: Path) -> N
     assert proxy.value("resguardo_proxy_participants") == 0
     assert proxy.types["resguardo_proxy_segments"] == "counter"
 
-    # credentials: the one grant of the one upload.
+    # credentials: two grants, the destination test's (the uploader ran it when the destination
+    # was added) and the one upload's.
     vault = m["credentials"]
-    assert vault.value("resguardo_vault_grants_total", outcome="issued", reason="none") == 1
+    assert vault.value("resguardo_vault_grants_total", outcome="issued", reason="none") == 2
     grants = vault.named("resguardo_vault_grants_total")
-    assert sum(grants.values()) == 1, grants
-    assert vault.value("resguardo_vault_grant_seconds_count") == 1
+    assert sum(grants.values()) == 2, grants
+    assert vault.value("resguardo_vault_grant_seconds_count") == 2
 
     # transcoder: sealed once, quarantined never; alice's file, the composite and the sidecars.
     tx = m["transcoder"]
