@@ -29,7 +29,6 @@ import json
 import os
 import pickle
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -408,35 +407,13 @@ def store_row(store: Phase, local: Phase) -> dict[str, object]:
     }
 
 
-def start_vault(work: Path, nats_url: str, database_url: str) -> subprocess.Popen[bytes]:
-    """The vault, which the proxy asks for each recording's key; returns once it is ready."""
-    from shared.embedded import python_env
+def start_vault(work: Path, nats_url: str, database_url: str) -> Any:
+    """The vault, which the proxy asks for each recording's key (the tests' launcher: its own
+    process group, stopped by pid); returns once it is ready."""
+    sys.path.insert(0, str(ROOT))
+    from tests.credentials.helpers import start_ready_vault
 
-    log_path = work / "vault.log"
-    env = python_env() | {
-        "PYTHONPATH": str(ROOT),
-        "RESGUARDO_NATS_URL": nats_url,
-        "RESGUARDO_DATABASE_URL": database_url,
-        "RESGUARDO_DATA_DIR": str(work / "vault-data"),
-    }
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.credentials"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if "vault ready" in log_path.read_text(errors="replace"):
-            return proc
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    proc.terminate()
-    proc.wait(15)
-    raise RuntimeError(f"the vault did not start:\n{log_path.read_text()[-2000:]}")
+    return start_ready_vault(work, nats_url, database_url)
 
 
 def seaweed_env(work: Path) -> tuple[Any, dict[str, str]]:
@@ -474,41 +451,41 @@ async def run() -> list[dict[str, object]]:
             "kbit/s (pre-encoded, looped)",
             file=sys.stderr,
         )
-        server = NatsServer(work / "nats").start()
-        pg = Postgres(work / "pg").start()
-        vault = await asyncio.to_thread(start_vault, work, server.url, pg.url)
-        nc = await natsio.connect(server.url, name="bench-proxy")
-        weed, store_env = seaweed_env(work)
-        try:
-            js = nc.jetstream()
-            await natsio.ensure_streams(js)
-            for n in counts:
-                phases = {}
-                for mode in ("receive-only", "capture", "capture-store"):
-                    phase = await run_phase(
-                        js, server.url, work, media, mode, n, window_s, store_env
-                    )
-                    phases[mode] = phase
-                    print(
-                        f"  {n:>3} streams {mode:>12}: proxy {phase.cpu_s:.2f} CPU s in "
-                        f"{phase.window_s:.1f} s, took in {phase.keeping_up:.0%} of the media "
-                        f"sent ({phase.core_per_stream * 100:.2f}% of a core per stream), "
-                        f"publishers {phase.publisher_cpu_s:.2f} CPU s; frames sent "
-                        f"{phase.sent}, received {phase.received}, written {phase.written}; "
-                        f"load average {phase.load:.1f}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                rows.extend(rows_for(phases["capture"], phases["receive-only"]))
-                rows.append(store_row(phases["capture-store"], phases["capture"]))
-        finally:
-            with contextlib.suppress(Exception):
-                await nc.close()
-            vault.terminate()
-            vault.wait(30)
-            pg.stop()
-            server.stop()
-            weed.stop()
+        with contextlib.ExitStack() as stack:  # every server stopped, whichever failed
+            server = NatsServer(work / "nats").start()
+            stack.callback(server.stop)
+            pg = Postgres(work / "pg").start()
+            stack.callback(pg.stop)
+            vault = await asyncio.to_thread(start_vault, work, server.url, pg.url)
+            stack.callback(vault.stop)
+            weed, store_env = seaweed_env(work)
+            stack.callback(weed.stop)
+            nc = await natsio.connect(server.url, name="bench-proxy")
+            try:
+                js = nc.jetstream()
+                await natsio.ensure_streams(js)
+                for n in counts:
+                    phases = {}
+                    for mode in ("receive-only", "capture", "capture-store"):
+                        phase = await run_phase(
+                            js, server.url, work, media, mode, n, window_s, store_env
+                        )
+                        phases[mode] = phase
+                        print(
+                            f"  {n:>3} streams {mode:>12}: proxy {phase.cpu_s:.2f} CPU s in "
+                            f"{phase.window_s:.1f} s, took in {phase.keeping_up:.0%} of the media "
+                            f"sent ({phase.core_per_stream * 100:.2f}% of a core per stream), "
+                            f"publishers {phase.publisher_cpu_s:.2f} CPU s; frames sent "
+                            f"{phase.sent}, received {phase.received}, written {phase.written}; "
+                            f"load average {phase.load:.1f}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    rows.extend(rows_for(phases["capture"], phases["receive-only"]))
+                    rows.append(store_row(phases["capture-store"], phases["capture"]))
+            finally:
+                with contextlib.suppress(Exception):
+                    await nc.close()
     return rows
 
 

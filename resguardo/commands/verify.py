@@ -125,17 +125,22 @@ def signature_outcome(
     return {"name": name, "ok": False, "reason": reason}
 
 
-def verify_dir(directory: Path, *, show_progress: bool = True) -> list[dict[str, Any]]:
-    """One result per file: {name, ok, reason}."""
+def load_sums(directory: Path) -> dict[str, str]:
+    """The folder's SHA256SUMS (name -> hex), or the sentence that says what is wrong."""
     sums_path = directory / "SHA256SUMS"
     if not sums_path.is_file():
         raise CliError(
             f"{directory} has no SHA256SUMS file; point verify at a downloaded recording folder."
         )
     try:
-        expected = parse_sha256sums(sums_path.read_text())
+        return parse_sha256sums(sums_path.read_text())
     except ValueError as exc:
         raise CliError(f"SHA256SUMS is malformed ({exc}); download it again.") from None
+
+
+def verify_dir(directory: Path, *, show_progress: bool = True) -> list[dict[str, Any]]:
+    """One result per file: {name, ok, reason}."""
+    expected = load_sums(directory)
     manifest_files: dict[str, dict[str, Any]] = {}
     manifest_path = directory / MANIFEST_NAME
     results: list[dict[str, Any]] = []
@@ -208,7 +213,7 @@ def _run(args: argparse.Namespace) -> int:
         # Sent to an encrypt_to destination: decrypt and check both layers (verify_age).
         identities = verify_age.load_identities(Path(args.identity))
         results, text, sig = verify_age.verify_encrypted(
-            directory, identities, show_progress=not args.json
+            directory, identities, load_sums(directory), show_progress=not args.json
         )
         del identities
         outcome: dict[str, Any] | None = None

@@ -18,7 +18,7 @@ from typing import Any
 import pyrage
 from pyrage import x25519
 
-from shared.integrity import Digest, parse_sha256sums
+from shared.integrity import Digest
 
 from ..cli import CliError
 from ..progress import Progress
@@ -123,19 +123,15 @@ def decrypt(
 
 
 def verify_encrypted(
-    directory: Path, identities: list[x25519.Identity], *, show_progress: bool = True
+    directory: Path,
+    identities: list[x25519.Identity],
+    expected: dict[str, str],
+    *,
+    show_progress: bool = True,
 ) -> tuple[list[dict[str, Any]], bytes | None, bytes | None]:
     """One result per file, plus the decrypted manifest and signature (None when they could
-    not be had) for the caller's signature check."""
-    sums_path = directory / "SHA256SUMS"
-    if not sums_path.is_file():
-        raise CliError(
-            f"{directory} has no SHA256SUMS file; point verify at a downloaded recording folder."
-        )
-    try:
-        expected = parse_sha256sums(sums_path.read_text())
-    except ValueError as exc:
-        raise CliError(f"SHA256SUMS is malformed ({exc}); download it again.") from None
+    not be had) for the caller's signature check. ``expected`` is the folder's SHA256SUMS
+    (``verify.load_sums``): the hashes of the ``.age`` files as downloaded."""
     results: list[dict[str, Any]] = []
     sidecars: dict[str, bytes | None] = {}
     for name in (MANIFEST_AGE, SIGNATURE_AGE):

@@ -112,21 +112,7 @@ async def pending(
         tenant_id,
         destination_id,
     )
-    if r is None:
-        return None
-    return store.DestinationRow(
-        destination_id=r["destination_id"],
-        tenant_id=r["tenant_id"],
-        name=r["name"],
-        provider=r["provider"],
-        public_config=dict(r["public_config"]),
-        secret_fields=list(r["secret_fields"]),
-        ciphertext=bytes(r["ciphertext"]),
-        wrapped_key=bytes(r["wrapped_key"]),
-        key_version=r["key_version"],
-        fingerprint=r["fingerprint"],
-        created_at=r["created_at"],
-    )
+    return store.row_of(r) if r is not None else None
 
 
 async def release(pool: asyncpg.Pool, destination_id: str) -> None:

@@ -13,6 +13,7 @@ re-wraps these rows like destinations' (only the wrapped key is read); ``retire`
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -102,11 +103,21 @@ def _row(record: asyncpg.Record) -> RecordingKeyRow:
     )
 
 
-async def get_or_insert(pool: asyncpg.Pool, fresh: RecordingKeyRow) -> tuple[RecordingKeyRow, bool]:
-    """The recording's stored row, inserting ``fresh`` if it has none: (row, whether ``fresh``
-    was stored). Two vaults racing on the first request store one key: the primary key decides,
-    and the loser reads the winner's row."""
+_SELECT = """SELECT recording_id, tenant_id, wrapped_key, key_version
+               FROM vault.recording_keys WHERE recording_id = $1"""
+
+
+async def get_or_insert(
+    pool: asyncpg.Pool, recording_id: str, make: Callable[[], RecordingKeyRow]
+) -> tuple[RecordingKeyRow, bool]:
+    """The recording's stored row, or ``make()``'s stored as it: (row, whether it was made here).
+    A new key is drawn and wrapped only for a recording that has none. Two vaults racing on the
+    first request store one key: the primary key decides, and the loser reads the winner's row."""
     async with pool.acquire() as conn:
+        record = await conn.fetchrow(_SELECT, recording_id)
+        if record is not None:
+            return _row(record), False
+        fresh = make()
         inserted = await conn.fetchrow(
             """INSERT INTO vault.recording_keys (recording_id, tenant_id, wrapped_key, key_version)
                VALUES ($1, $2, $3, $4)
@@ -119,13 +130,9 @@ async def get_or_insert(pool: asyncpg.Pool, fresh: RecordingKeyRow) -> tuple[Rec
         )
         if inserted is not None:
             return _row(inserted), True
-        record = await conn.fetchrow(
-            """SELECT recording_id, tenant_id, wrapped_key, key_version
-                 FROM vault.recording_keys WHERE recording_id = $1""",
-            fresh.recording_id,
-        )
-    if record is None:  # deleted between the two statements: shredded meanwhile
-        raise LookupError(fresh.recording_id)
+        record = await conn.fetchrow(_SELECT, recording_id)
+    if record is None:  # another vault's insert won and was shredded meanwhile
+        raise LookupError(recording_id)
     return _row(record), False
 
 
@@ -135,15 +142,6 @@ async def delete(pool: asyncpg.Pool, recording_id: str) -> bool:
         "DELETE FROM vault.recording_keys WHERE recording_id = $1", recording_id
     )
     return bool(status == "DELETE 1")
-
-
-async def exists(pool: asyncpg.Pool, recording_id: str) -> bool:
-    return bool(
-        await pool.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM vault.recording_keys WHERE recording_id = $1)",
-            recording_id,
-        )
-    )
 
 
 async def table_exists(pool: asyncpg.Pool) -> bool:

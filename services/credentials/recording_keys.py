@@ -81,7 +81,9 @@ class RecordingKeys:
         keys = self.ring.current()
         try:
             row, created = await reckeys.get_or_insert(
-                self.pool, reckeys.new_wrapped_key(keys, req.tenant_id, req.recording_id)
+                self.pool,
+                req.recording_id,
+                lambda: reckeys.new_wrapped_key(keys, req.tenant_id, req.recording_id),
             )
         except LookupError:
             raise KeyRefusal(410, self._shredded(req.recording_id)) from None

@@ -126,7 +126,8 @@ _DELETE = """
               ciphertext, wrapped_key, key_version, fingerprint, created_at"""
 
 
-def _row(record: asyncpg.Record) -> DestinationRow:
+def row_of(record: asyncpg.Record) -> DestinationRow:
+    """A destination row as selected (``vault.destinations`` or ``vault.pending_destinations``)."""
     return DestinationRow(
         destination_id=record["destination_id"],
         tenant_id=record["tenant_id"],
@@ -161,7 +162,7 @@ async def insert_destination(pool: asyncpg.Pool, row: DestinationRow) -> Destina
     except asyncpg.UniqueViolationError:
         raise DuplicateName from None
     assert record is not None
-    return _row(record)
+    return row_of(record)
 
 
 async def list_destinations(pool: asyncpg.Pool, tenant_id: str) -> list[DestinationRow]:
@@ -169,7 +170,7 @@ async def list_destinations(pool: asyncpg.Pool, tenant_id: str) -> list[Destinat
         _LIST,
         tenant_id,
     )
-    return [_row(r) for r in records]
+    return [row_of(r) for r in records]
 
 
 async def get_destination(
@@ -181,7 +182,7 @@ async def get_destination(
         destination_id,
         name,
     )
-    return _row(record) if record else None
+    return row_of(record) if record else None
 
 
 async def delete_destination(
@@ -194,7 +195,7 @@ async def delete_destination(
         destination_id,
         name,
     )
-    return _row(record) if record else None
+    return row_of(record) if record else None
 
 
 # --- key management (``resguardo keys``) -------------------------------------------------------

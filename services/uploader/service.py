@@ -271,7 +271,7 @@ class Uploader:
                 remote: list[up_events.RemoteFile] = []
                 async with agefiles.sending(
                     sealed.files,
-                    lambda f: self._source(output, f, Crypt(data_key, job.recording_id, "")),
+                    lambda f: self._source(output, f, data_key, job.recording_id),
                     config,
                     self.cfg,
                 ) as files:
@@ -322,13 +322,15 @@ class Uploader:
         assert self.spool is not None  # in the store: any instance resumes what another began
         return ResumeStore(None, store=self.spool.store, key=self.spool.key(rec))
 
-    def _source(self, output: Path, sealed_file: SealedFile, crypt: Crypt) -> Source:
+    def _source(
+        self, output: Path, sealed_file: SealedFile, data_key: bytearray, recording_id: str
+    ) -> Source:
         """Where the file is read from: this folder, or (with an object store) the store itself,
         streamed to the destination without a local copy; decrypted as it is read (the name
         the encryption binds is the file's path in the recording: output folder, stored name)."""
         stored = sealed_file.stored_name
         local = self._local_file(output, stored)
-        crypt = Crypt(crypt.key, crypt.recording_id, f"{output.name}/{stored}")
+        crypt = Crypt(data_key, recording_id, f"{output.name}/{stored}")
         if not self.remote:
             return LocalSource(local, sealed_file, crypt)
         assert self.spool is not None

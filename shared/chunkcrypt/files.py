@@ -150,6 +150,40 @@ def encrypt_stream(
             buf[:] = bytes(len(buf))
 
 
+def _chunks(
+    src: Readable, cipher: FileCipher, index: int, skip: int, plain_buf: memoryview | None
+) -> Iterator[BytesLike]:
+    """The verified plaintext of chunk ``index`` on (``src`` is at its first byte), to the end
+    of the file, ``skip`` bytes of the first left out: new ``bytes``, or views of ``plain_buf``.
+    Reads one chunk ahead, to know which is the last. Wipes ``cipher`` when done."""
+    step = cipher.chunk_size + TAG_SIZE
+    bufs = [memoryview(bytearray(step)) for _ in range(2)]
+    try:
+        got = _fill(src, bufs[0])
+        while True:
+            if not got:
+                raise TruncatedError("the file ends before its last chunk", chunk=index)
+            nxt = _fill(src, bufs[1]) if got == step else 0
+            blob = bufs[0][:got]
+            plain: BytesLike
+            if plain_buf is not None:
+                plain = cipher.open_into(index, blob, not nxt, plain_buf)
+            else:
+                plain = cipher.open(index, blob, not nxt)
+            if skip:
+                plain, skip = plain[skip:], 0
+            if len(plain):
+                yield plain
+            if not nxt:
+                return
+            bufs.reverse()
+            got, index = nxt, index + 1
+    finally:
+        cipher.wipe()
+        if plain_buf is not None:
+            plain_buf[:] = bytes(len(plain_buf))
+
+
 def _open_chunks(
     src: Source,
     data_key: BytesLike,
@@ -165,39 +199,19 @@ def _open_chunks(
     if got < HEADER_SIZE:
         raise TruncatedError(f"the file ends inside the header ({got} bytes)")
     cipher = FileCipher(data_key, recording_id, name, header=header)
-    step = cipher.chunk_size + TAG_SIZE
-    bufs = [memoryview(bytearray(step)) for _ in range(2)]
-    plain_buf = memoryview(bytearray(cipher.chunk_size if into else 0))
-    try:
-        index = skip = 0
-        if offset:
+    index = skip = 0
+    if offset:
+        try:
             total = plaintext_size(src.seek(0, os.SEEK_END) - base, cipher.chunk_size)
             if offset > total:
                 raise ValueError(f"offset {offset} is past the end ({total} bytes)")
-            index, skip = locate(offset, cipher.chunk_size)
-            src.seek(base + chunk_start(offset, cipher.chunk_size))
-        got = _fill(src, bufs[0])
-        while True:
-            if not got:
-                raise TruncatedError("the file ends before its last chunk", chunk=index)
-            nxt = _fill(src, bufs[1]) if got == step else 0
-            blob = bufs[0][:got]
-            plain: BytesLike
-            if into:
-                plain = cipher.open_into(index, blob, not nxt, plain_buf)
-            else:
-                plain = cipher.open(index, blob, not nxt)
-            if skip:
-                plain, skip = plain[skip:], 0
-            if len(plain):
-                yield plain
-            if not nxt:
-                return
-            bufs.reverse()
-            got, index = nxt, index + 1
-    finally:
-        cipher.wipe()
-        plain_buf[:] = bytes(len(plain_buf))
+        except BaseException:
+            cipher.wipe()
+            raise
+        index, skip = locate(offset, cipher.chunk_size)
+        src.seek(base + chunk_start(offset, cipher.chunk_size))
+    plain_buf = memoryview(bytearray(cipher.chunk_size)) if into else None
+    yield from _chunks(src, cipher, index, skip, plain_buf)
 
 
 def decrypt_stream(
@@ -327,27 +341,11 @@ def decrypt_from(
     """Resume a read at plaintext ``offset`` over a stream that cannot seek (a range read of an
     object): ``header`` is the file's first ``HEADER_SIZE`` bytes (read earlier) and ``src``
     starts at ``chunk_start(offset)``. Verified as ``decrypt_stream``, to the end of the file."""
+    # A generator: like decrypt_stream, nothing (not even the header check) happens before the
+    # first ``next``, so a bad header surfaces where reads are already handled.
     cipher = FileCipher(data_key, recording_id, name, header=header)
     index, skip = locate(offset, cipher.chunk_size)
-    step = cipher.chunk_size + TAG_SIZE
-    bufs = [memoryview(bytearray(step)) for _ in range(2)]
-    try:
-        got = _fill(src, bufs[0])
-        while True:
-            if not got:
-                raise TruncatedError("the file ends before its last chunk", chunk=index)
-            nxt = _fill(src, bufs[1]) if got == step else 0
-            plain = cipher.open(index, bufs[0][:got], not nxt)
-            if skip:
-                plain, skip = plain[skip:], 0
-            if plain:
-                yield plain
-            if not nxt:
-                return
-            bufs.reverse()
-            got, index = nxt, index + 1
-    finally:
-        cipher.wipe()
+    yield from cast(Iterator[bytes], _chunks(src, cipher, index, skip, None))
 
 
 class PlainReader:

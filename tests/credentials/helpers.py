@@ -35,7 +35,7 @@ from shared.vault_rpc import (
     create_context,
     grant_context,
 )
-from tests.servers import ServiceProcess, service_env
+from tests.servers import ServiceProcess, service_env, wait_until
 
 T = TypeVar("T")
 
@@ -52,6 +52,24 @@ def start_vault(
         **extra,
     )
     return ServiceProcess("services.credentials", env, tmp / f"{name}.log").start()
+
+
+def start_ready_vault(tmp: Path, nats_url: str, database_url: str) -> ServiceProcess:
+    """``start_vault``, returning once it says it serves (its subscriptions flushed); stopped
+    again if it dies first. For callers without an event loop (sync fixtures, benches)."""
+    proc = start_vault(tmp, nats_url, database_url)
+    try:
+        wait_until(
+            lambda: "vault ready" in proc.log_path.read_text(errors="replace") or not proc.alive(),
+            timeout=60,
+            message="the vault to be ready",
+        )
+        if not proc.alive():
+            raise AssertionError(f"vault exited:\n{proc.log_path.read_text()[-3000:]}")
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
 
 
 async def rpc(nc: NATS, subject: str, payload: Any, reply_type: type[T], timeout: float = 5) -> T:
@@ -151,7 +169,10 @@ async def publish_started(
     *,
     name: str = "dest",
     at: datetime | None = None,
+    whip_token_sha256: str = "0" * 64,
+    **fields: Any,
 ) -> rec_events.RecordingStarted:
+    """What the API publishes when a recording starts (``fields``: its other, defaulted ones)."""
     ev = rec_events.RecordingStarted(
         event_id=event_id(recording_id, "started"),
         recording_id=recording_id,
@@ -159,7 +180,8 @@ async def publish_started(
         occurred_at=at or datetime.now(UTC),
         destination_id=destination_id,
         destination_name=name,
-        whip_token_sha256="0" * 64,
+        whip_token_sha256=whip_token_sha256,
+        **fields,
     )
     await natsio.publish(js, ev)
     return ev

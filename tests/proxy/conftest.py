@@ -22,8 +22,8 @@ from shared.ids import new_recording_id, new_tenant_id
 from shared.recording_key import fetch_recording_key
 from shared.tls import client_context
 
-from ..credentials.helpers import start_vault
-from ..servers import ServiceProcess, service_env, wait_until
+from ..credentials.helpers import publish_started, start_ready_vault
+from ..servers import ServiceProcess, service_env
 
 
 @pytest.fixture(autouse=True)
@@ -35,14 +35,8 @@ def vault(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
         return
     nats_server: NatsServer = request.getfixturevalue("nats_server")
     database_url: str = request.getfixturevalue("database_url")
-    proc = start_vault(tmp_path, nats_server.url, database_url)
+    proc = start_ready_vault(tmp_path, nats_server.url, database_url)
     try:
-        wait_until(
-            lambda: "vault ready" in proc.log_path.read_text() or not proc.alive(),
-            timeout=60,
-            message="the vault to be ready",
-        )
-        assert proc.alive(), proc.log_path.read_text()[-3000:]
         yield
     finally:
         proc.stop()
@@ -120,17 +114,13 @@ async def proxy(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[Proxy]
 
 async def start_recording(js: JetStreamContext) -> Recording:
     rid, tenant, token = new_recording_id(), new_tenant_id(), secrets.token_urlsafe(32)
-    await natsio.publish(
+    await publish_started(
         js,
-        recordings.RecordingStarted(
-            event_id=event_id(rid, "started"),
-            recording_id=rid,
-            tenant_id=tenant,
-            occurred_at=now(),
-            destination_id="dst_0123456789abcdef",
-            destination_name="test",
-            whip_token_sha256=hashlib.sha256(token.encode()).hexdigest(),
-        ),
+        rid,
+        tenant,
+        "dst_0123456789abcdef",
+        name="test",
+        whip_token_sha256=hashlib.sha256(token.encode()).hexdigest(),
     )
     return Recording(rid, tenant, token)
 

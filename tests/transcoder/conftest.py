@@ -15,13 +15,11 @@ from nats.js import JetStreamContext
 
 from shared import natsio
 from shared.embedded import NatsServer
-from shared.events import event_id, now
-from shared.events import recordings as rec
 from shared.events import transcodes as tx
 from shared.ids import new_recording_id, new_tenant_id
 from shared.recording_key import fetch_recording_key
 
-from ..credentials.helpers import start_vault, wait_ready
+from ..credentials.helpers import publish_started, start_vault, wait_ready
 from ..servers import ServiceProcess, service_env
 from .capture_factory import Capture, ParticipantSpec, make_capture
 
@@ -42,19 +40,7 @@ class Vault:
         **started: Any,
     ) -> tuple[str, str, bytes]:
         rid, tenant = recording_id or new_recording_id(), tenant_id or new_tenant_id()
-        await natsio.publish(
-            js,
-            rec.RecordingStarted(
-                event_id=event_id(rid, "started"),
-                recording_id=rid,
-                tenant_id=tenant,
-                occurred_at=now(),
-                destination_id="dst_0123456789abcdef",
-                destination_name="archive",
-                whip_token_sha256="0" * 64,
-                **started,
-            ),
-        )
+        await publish_started(js, rid, tenant, "dst_0123456789abcdef", name="archive", **started)
         key = await fetch_recording_key(
             self.nc, recording_id=rid, tenant_id=tenant, purpose="capture", service="proxy"
         )

@@ -6,19 +6,12 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 
-from shared import natsio
 from shared.embedded import NatsServer
+from tests.credentials.conftest import client, nc, vault_proc
 from tests.credentials.helpers import VaultClient, start_vault, wait_ready
 from tests.servers import ServiceProcess
 
 from .support import start_uploader
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
-    conn = await natsio.connect(nats_server.url, name="test-client")
-    yield conn
-    await conn.close()
 
 
 @pytest.fixture
@@ -49,17 +42,4 @@ def uploader(
     proc.stop()
 
 
-@pytest.fixture
-def vault_proc(
-    tmp_path: Path, nats_server: NatsServer, database_url: str
-) -> Iterator[ServiceProcess]:
-    """The vault as a process of its own, for tests that read its log (``client`` talks to it)."""
-    proc = start_vault(tmp_path, nats_server.url, database_url)
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-async def client(nc: NATS, vault_proc: ServiceProcess) -> VaultClient:
-    await wait_ready(nc, vault_proc)
-    return VaultClient(nc)
+__all__ = ["client", "nc", "vault_proc"]  # the vault's own fixtures, shared
