@@ -25,6 +25,7 @@ BENCHES = (
     "uploader_store",
     "chunkcrypt",
     "encryption",
+    "webhooks",
 )
 ON_DEMAND = ("capacity",)  # not in the default run: slow, and it reads the proxy bench's figures
 

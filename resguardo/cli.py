@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "config",
     "recordings",
     "destinations",
+    "webhooks",
     "tenants",
     "keys",
     "schema",

@@ -1,7 +1,7 @@
 """``resguardo up``: the whole system as separate OS processes under one supervisor.
 
 Embedded nats-server and PostgreSQL start first (unless RESGUARDO_NATS_URL / RESGUARDO_DATABASE_URL
-name servers of your own), then the five services. A child that dies is restarted with backoff
+name servers of your own), then the six services. A child that dies is restarted with backoff
 and the log says so. SIGINT, SIGTERM and SIGHUP (the terminal closed) stop every child cleanly,
 services first, servers last; if the supervisor itself is killed (SIGKILL, the OOM killer) every
 child gets a parent-death signal from the kernel and stops by itself (``shared.procs``). One
@@ -42,7 +42,7 @@ from .servers import EmbeddedServers
 
 log = logging.getLogger("resguardo.supervisor")
 
-SERVICES = ("credentials", "api", "proxy", "transcoder", "uploader")
+SERVICES = ("credentials", "api", "proxy", "transcoder", "uploader", "notifier")
 STATUS_EVERY_S = 1.0
 
 
@@ -57,8 +57,8 @@ class UpConfig(CommonConfig):
     health_port_base: int = setting(
         9460,
         "`resguardo up` gives the services the health ports from this one on, in the order "
-        "credentials, api, proxy, transcoder, uploader (9460-9464 by default). 0: any free "
-        "port for each, recorded in <data dir>/run/<service>.health.",
+        "credentials, api, proxy, transcoder, uploader, notifier (9460-9465 by default). 0: any "
+        "free port for each, recorded in <data dir>/run/<service>.health.",
     )
 
     def validate(self) -> None:

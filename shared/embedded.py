@@ -102,10 +102,21 @@ class ServiceRights:
 
 SERVICE_RIGHTS: dict[str, ServiceRights] = {
     # Only the vault may listen on rpc.vault.>; only the uploader may ask for grants; the API may
-    # create, list, show, test and delete destinations.
+    # create, list, show, test and delete destinations, and manage webhook endpoints (never ask
+    # for their secrets, never disable one: those are the notifier's).
     "credentials": ServiceRights("VAULT", "vault", serves=("rpc.vault.>",)),
     "api": ServiceRights(
-        "RECORDINGS", "recordings", requests=("rpc.vault.public_key", "rpc.vault.destinations.>")
+        "RECORDINGS",
+        "recordings",
+        requests=(
+            "rpc.vault.public_key",
+            "rpc.vault.destinations.>",
+            "rpc.vault.webhooks.create",
+            "rpc.vault.webhooks.list",
+            "rpc.vault.webhooks.get",
+            "rpc.vault.webhooks.remove",
+            "rpc.vault.webhooks.rotate",
+        ),
     ),
     # A recording's data key: whoever reads or writes its backup (the key is sealed per job).
     "proxy": ServiceRights("CAPTURES", "captures", requests=("rpc.vault.recording_key",)),
@@ -114,6 +125,18 @@ SERVICE_RIGHTS: dict[str, ServiceRights] = {
         "UPLOADS",
         "uploads",
         requests=("rpc.vault.grant", "rpc.vault.destinations.get", "rpc.vault.recording_key"),
+    ),
+    # Webhook endpoints as anyone may see them, their signing secrets once per sending job, and
+    # disabling one that answered 410 Gone; never a destination or a recording key.
+    "notifier": ServiceRights(
+        "WEBHOOKS",
+        "webhooks",
+        requests=(
+            "rpc.vault.webhooks.list",
+            "rpc.vault.webhooks.get",
+            "rpc.vault.webhooks.secrets",
+            "rpc.vault.webhooks.disable",
+        ),
     ),
 }
 OPERATOR = "operator"  # full rights: for the operator's tools and tests, never for a service

@@ -9,6 +9,7 @@ import unicodedata
 RECORDING_ID_RE = re.compile(r"^rec_[0-9a-f]{24}$")
 TENANT_ID_RE = re.compile(r"^ten_[0-9a-f]{16}$")
 DESTINATION_ID_RE = re.compile(r"^dst_[0-9a-f]{16}$")
+WEBHOOK_ID_RE = re.compile(r"^wh_[0-9a-f]{16}$")
 # Participant and destination names become path segments and NATS subject tokens:
 # keep them to a boring alphabet so neither a path nor a subject can be escaped.
 SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -24,6 +25,14 @@ def new_tenant_id() -> str:
 
 def new_destination_id() -> str:
     return "dst_" + secrets.token_hex(8)
+
+
+def new_webhook_id() -> str:
+    return "wh_" + secrets.token_hex(8)
+
+
+def is_webhook_id(value: str) -> bool:
+    return bool(WEBHOOK_ID_RE.match(value))
 
 
 def is_recording_id(value: str) -> bool:

@@ -370,8 +370,10 @@ async def read_subject(
     )
     sub = await js.pull_subscribe(subject, stream=stream.name, config=config)
     out: list[tuple[int, AnyEvent]] = []
+    name = ""
     try:
         info = await sub.consumer_info()
+        name = info.name
         pending = info.num_pending or 0
         while pending > 0:
             msgs = await sub.fetch(batch=min(pending, 512), timeout=5.0)
@@ -385,6 +387,11 @@ async def read_subject(
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+        # Unsubscribing leaves the consumer on the server until its inactive threshold, and a
+        # stream refuses its 1001st consumer: a busy reader would hit that within seconds.
+        if name:
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(stream.name, name)
     return out
 
 

@@ -6,13 +6,15 @@ Generated from the msgspec Structs themselves, so they cannot drift from the cod
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from .events import EVENT_TYPES, STREAMS, stream_of_type, tag_of
 from .events import deadletter as dl
+from .webhook_bodies import DATA_OF_TYPE
 
 # Who reads what (publishers are each stream's owner). Mirrors docs/architecture.md.
 CONSUMERS: dict[str, list[tuple[str, str]]] = {
@@ -22,11 +24,21 @@ CONSUMERS: dict[str, list[tuple[str, str]]] = {
         ("api", "recordings.>"),
         ("credentials", "recordings.*.started"),
         ("credentials", "recordings.*.resend_requested"),
+        ("notifier", "recordings.*.started, resend_requested, webhook_redelivery_requested"),
     ],
     "CAPTURES": [("transcoder", "captures.*.closed"), ("api", "captures.>")],
-    "TRANSCODES": [("uploader", "transcodes.*.sealed"), ("api", "transcodes.>")],
-    "UPLOADS": [("credentials", "uploads.*.attempt_started"), ("api", "uploads.>")],
+    "TRANSCODES": [
+        ("uploader", "transcodes.*.sealed"),
+        ("api", "transcodes.>"),
+        ("notifier", "transcodes.*.quarantined"),
+    ],
+    "UPLOADS": [
+        ("credentials", "uploads.*.attempt_started"),
+        ("api", "uploads.>"),
+        ("notifier", "uploads.*.uploaded, retained, failed, backup_purged"),
+    ],
     "VAULT": [("api", "vault.>")],
+    "WEBHOOKS": [("notifier", "webhooks.*.queued.*"), ("api", "webhooks.>")],
     "DEADLETTER": [("operators", "deadletter.>")],
 }
 
@@ -37,6 +49,19 @@ def event_schemas() -> dict[str, dict[str, Any]]:
     for event_type in EVENT_TYPES:
         out[tag_of(event_type)] = msgspec.json.schema(event_type)
     out["deadletter"] = msgspec.json.schema(dl.DeadLetter)
+    return out
+
+
+def webhook_schemas() -> dict[str, dict[str, Any]]:
+    """{webhook type: JSON Schema of its body} for what receivers are sent."""
+    out: dict[str, dict[str, Any]] = {}
+    for webhook_type, data in DATA_OF_TYPE.items():
+        body = msgspec.defstruct(
+            "Webhook_" + _key(webhook_type),
+            [("type", Literal[webhook_type]), ("timestamp", datetime), ("data", data)],  # type: ignore[valid-type]
+            kw_only=True,
+        )
+        out[webhook_type] = msgspec.json.schema(body)
     return out
 
 
@@ -109,6 +134,12 @@ def export(directory: Path) -> list[Path]:
     written = []
     for tag, schema in event_schemas().items():
         path = directory / f"{tag}.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    hooks = directory / "webhooks"
+    hooks.mkdir(exist_ok=True)
+    for webhook_type, schema in webhook_schemas().items():
+        path = hooks / f"{webhook_type}.json"
         path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         written.append(path)
     path = directory / "asyncapi.json"

@@ -24,6 +24,7 @@ CONFIG_MODULES = {
     "services.transcoder.config": "transcoder",
     "services.credentials.config": "credentials",
     "services.uploader.config": "uploader",
+    "services.notifier.config": "notifier",
     "shared.backupstore.config": "proxy,transcoder,uploader",
 }
 

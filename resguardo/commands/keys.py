@@ -172,6 +172,11 @@ def _rewrap(args: argparse.Namespace) -> int:
             "failed": result.recordings_failed,
             "by_version": {str(v): n for v, n in sorted(result.recordings_by_version.items())},
         },
+        "webhook_secrets": {
+            "rewrapped": result.webhook_secrets_rewrapped,
+            "failed": result.webhook_secrets_failed,
+            "by_version": {str(v): n for v, n in sorted(result.webhook_secrets_by_version.items())},
+        },
         "ok": result.ok,
     }
     if args.json:
@@ -193,6 +198,13 @@ def _rewrap(args: argparse.Namespace) -> int:
         f"Recording keys: {result.recordings_rewrapped} rewrapped; per version now: "
         f"{per_version or 'none'}."
     )
+    per_version = ", ".join(
+        f"v{v}: {n}" for v, n in sorted(result.webhook_secrets_by_version.items())
+    )
+    print(
+        f"Webhook secrets: {result.webhook_secrets_rewrapped} rewrapped; per version now: "
+        f"{per_version or 'none'}."
+    )
     if result.unknown_version:
         missing = ", ".join(map(str, sorted(result.unknown_version)))
         raise CliError(
@@ -209,6 +221,12 @@ def _rewrap(args: argparse.Namespace) -> int:
             f"{len(result.recordings_failed)} recording key(s) failed authentication and were "
             f"left as they are (first: {result.recordings_failed[0]}); restore that row from a "
             "backup: without it that recording's backup cannot be read."
+        )
+    if result.webhook_secrets_failed:
+        raise CliError(
+            f"{len(result.webhook_secrets_failed)} webhook secret(s) failed authentication and "
+            f"were left as they are (first: {result.webhook_secrets_failed[0]}); rotate that "
+            "endpoint's secret (`resguardo webhooks rotate-secret`)."
         )
     return 0
 

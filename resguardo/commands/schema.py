@@ -15,9 +15,10 @@ def _export(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([str(p) for p in written]))
     else:
+        hooks = sum(1 for p in written if p.parent.name == "webhooks")
         print(
-            f"Wrote {len(written)} files to {args.directory} "
-            f"({len(written) - 1} event schemas and asyncapi.json)."
+            f"Wrote {len(written)} files to {args.directory} ({len(written) - 1 - hooks} event "
+            f"schemas, {hooks} webhook body schemas in webhooks/, and asyncapi.json)."
         )
     return 0
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from shared.ids import is_recording_id, is_safe_name
+from shared.ids import is_recording_id, is_safe_name, is_webhook_id
 
 from .errors import ApiError
 
@@ -36,6 +36,22 @@ class CreateDestination(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
 
 class CreateTenant(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: str
+
+
+class CreateWebhook(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    url: str
+    events: list[str] = msgspec.field(default_factory=list)  # empty: every type
+    description: str = ""
+
+
+class RotateWebhookSecret(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    grace_s: int | None = None
+
+
+class Redeliver(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    delivery_id: str = ""
+    since: str = ""  # ISO 8601
+    endpoint_id: str = ""
 
 
 _PATH = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
@@ -90,12 +106,12 @@ def check_name(value: str, field: str, what: str) -> str:
     return value
 
 
-def check_label(value: str) -> str:
+def check_label(value: str, field: str = "label") -> str:
     if len(value) > LABEL_MAX or any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ApiError(
             422,
-            f"The label must be at most {LABEL_MAX} printable characters; shorten it.",
-            "label",
+            f"The {field} must be at most {LABEL_MAX} printable characters; shorten it.",
+            field,
         )
     return value
 
@@ -107,5 +123,16 @@ def check_recording_id(value: str) -> str:
             "That is not a recording id (they look like rec_ and 24 hex digits); "
             "check it with `resguardo recordings list`.",
             "recording_id",
+        )
+    return value
+
+
+def check_webhook_id(value: str) -> str:
+    if not is_webhook_id(value):
+        raise ApiError(
+            400,
+            "That is not a webhook endpoint id (they look like wh_ and 16 hex digits); "
+            "check it with `resguardo webhooks list`.",
+            "endpoint_id",
         )
     return value

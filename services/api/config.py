@@ -31,6 +31,12 @@ class ApiConfig(CommonConfig):
         5000,
         "Largest destination config body the API accepts before asking the vault (413 beyond).",
     )
+    webhook_allow_private: bool = setting(
+        False,
+        "Let webhook endpoints be registered on loopback, private-network, CGNAT and link-local "
+        "addresses, over plain http and on any port (development and tests only). Cloud "
+        "metadata, multicast and reserved addresses stay refused.",
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -15,9 +15,12 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from shared.events import webhooks
 from shared.events.base import Event
 
+from . import audit_log, deliveries
 from .projection import RecordingView, apply, event_type, summarize
+from .roles import Principal
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,8 @@ async def migrate(pool: asyncpg.Pool) -> None:
         # Two API processes starting together must not race on CREATE ... IF NOT EXISTS.
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('resguardo.api.schema'))")
         await conn.execute(SCHEMA)
+        await conn.execute(deliveries.SCHEMA)
+        await conn.execute(audit_log.SCHEMA)
 
 
 # --- read model -------------------------------------------------------------------------------
@@ -151,7 +156,8 @@ async def _apply_in_tx(conn: asyncpg.Connection, stream: str, seq: int, event: E
 async def apply_event(pool: asyncpg.Pool, stream: str, seq: int, event: Event | None) -> bool:
     """The projector's step: fold ``event`` (stream sequence ``seq``) and move the stream's offset,
     in one transaction. ``event=None`` (undecodable) only moves the offset. Returns False when
-    ``seq`` was already applied."""
+    ``seq`` was already applied. WEBHOOKS events fold into ``api.webhook_deliveries`` only
+    (``deliveries``): a delivery is no step of its recording's life."""
     async with pool.acquire() as conn, conn.transaction():
         last = await conn.fetchval(
             "SELECT last_seq FROM api.projection_offsets WHERE stream = $1 FOR UPDATE", stream
@@ -167,7 +173,9 @@ async def apply_event(pool: asyncpg.Pool, stream: str, seq: int, event: Event | 
             )
         if seq <= last:
             return False
-        if event is not None:
+        if isinstance(event, webhooks.EVENTS):
+            await deliveries.apply_in_tx(conn, event)
+        elif event is not None:
             await _apply_in_tx(conn, stream, seq, event)
         await conn.execute(
             "UPDATE api.projection_offsets SET last_seq = $2 WHERE stream = $1", stream, seq
@@ -287,12 +295,6 @@ async def recording_events(
 
 
 # --- tenants and tokens -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Principal:
-    role: str  # "admin" or "tenant"
-    tenant_id: str | None
 
 
 async def principal(pool: asyncpg.Pool, token_sha256: str) -> Principal | None:

@@ -18,7 +18,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext, api
 
-from shared.events import captures, decode, recordings, transcodes, uploads, vault
+from shared.events import captures, decode, recordings, transcodes, uploads, vault, webhooks
 from shared.events.base import StreamSpec
 
 from . import db
@@ -31,6 +31,7 @@ PROJECTED: tuple[StreamSpec, ...] = (
     transcodes.STREAM,
     uploads.STREAM,
     vault.STREAM,
+    webhooks.STREAM,  # into api.webhook_deliveries, not into recordings
 )
 
 FETCH_BATCH = 256
@@ -101,8 +102,14 @@ async def _apply(
         )
         await db.apply_event(pool, stream.name, seq, None)
         return
-    # A destination test's events name a probe id, not a recording: no recording row for them.
-    await db.apply_event(pool, stream.name, seq, None if _is_probe(event) else event)
+    # A destination test's events name a probe id, and the vault's webhook events an endpoint
+    # id, not a recording: no recording row for them.
+    skip = _is_probe(event) or _is_webhook_audit(event)
+    await db.apply_event(pool, stream.name, seq, None if skip else event)
+
+
+def _is_webhook_audit(event: object) -> bool:
+    return isinstance(event, vault.WEBHOOK_EVENTS)
 
 
 def _is_probe(event: object) -> bool:

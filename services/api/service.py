@@ -15,6 +15,7 @@ from . import db, metrics, projector, tokens
 from .app import Deps, SigningKey, build_app
 from .config import ApiConfig
 from .vault import VaultClient
+from .webhook_vault import WebhookVaultClient
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,13 @@ async def serve(ctx: ServiceContext[ApiConfig]) -> None:
     ctx.health.add_check("projectors", checks.tasks_running(projectors))
     ctx.health.before_scrape(lambda: metrics.refresh(pool, ctx.js, projector.PROJECTED))
 
+    vault = VaultClient(ctx.nc)
     deps = Deps(
         config=config,
         pool=pool,
         js=ctx.js,
-        vault=VaultClient(ctx.nc),
+        vault=vault,
+        webhooks=WebhookVaultClient(vault),
         signing=load_signing_key(config),
     )
     runner = web.AppRunner(build_app(deps), access_log=logging.getLogger("services.api.access"))

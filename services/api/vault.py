@@ -31,7 +31,7 @@ class VaultClient:
         self._key: bytes | None = None
         self._key_at = 0.0
 
-    async def _request(self, subject: str, payload: Any, reply: type[R], timeout: float) -> R:
+    async def request(self, subject: str, payload: Any, reply: type[R], timeout: float) -> R:
         data = msgspec.json.encode(payload) if payload is not None else b""
         try:
             msg = await self.nc.request(subject, data, timeout=timeout)
@@ -53,7 +53,7 @@ class VaultClient:
     async def public_key(self) -> bytes:
         now = time.monotonic()
         if self._key is None or now - self._key_at > KEY_TTL_S:
-            reply = await self._request(
+            reply = await self.request(
                 rpc.SUBJECT_PUBLIC_KEY, None, rpc.VaultKeyReply, self.timeout
             )
             if len(reply.public_key) != 32:
@@ -75,7 +75,7 @@ class VaultClient:
         return reply.destination
 
     async def create(self, request: rpc.DestinationCreate) -> rpc.DestinationView:
-        reply = await self._request(
+        reply = await self.request(
             rpc.SUBJECT_CREATE, request, rpc.DestinationReply, self.create_timeout
         )
         return self._view(reply, "")
@@ -84,24 +84,24 @@ class VaultClient:
         self, tenant_id: str, *, name: str = "", destination_id: str = ""
     ) -> rpc.DestinationView:
         query = rpc.DestinationQuery(tenant_id=tenant_id, name=name, destination_id=destination_id)
-        reply = await self._request(rpc.SUBJECT_GET, query, rpc.DestinationReply, self.timeout)
+        reply = await self.request(rpc.SUBJECT_GET, query, rpc.DestinationReply, self.timeout)
         return self._view(reply, "name")
 
     async def list(self, tenant_id: str) -> list[rpc.DestinationView]:
         query = rpc.DestinationQuery(tenant_id=tenant_id)
-        reply = await self._request(rpc.SUBJECT_LIST, query, rpc.DestinationListReply, self.timeout)
+        reply = await self.request(rpc.SUBJECT_LIST, query, rpc.DestinationListReply, self.timeout)
         return reply.destinations
 
     async def delete(self, tenant_id: str, name: str) -> rpc.DestinationView:
         query = rpc.DestinationQuery(tenant_id=tenant_id, name=name)
-        reply = await self._request(rpc.SUBJECT_DELETE, query, rpc.DestinationReply, self.timeout)
+        reply = await self.request(rpc.SUBJECT_DELETE, query, rpc.DestinationReply, self.timeout)
         return self._view(reply, "name")
 
     async def test(self, tenant_id: str, name: str) -> rpc.ProbeReply:
         """Probe a stored destination (an uploader writes, confirms and deletes a test object, with
         a one-shot grant; the vault waits for its answer)."""
         query = rpc.DestinationQuery(tenant_id=tenant_id, name=name)
-        reply = await self._request(rpc.SUBJECT_TEST, query, rpc.ProbeReply, self.create_timeout)
+        reply = await self.request(rpc.SUBJECT_TEST, query, rpc.ProbeReply, self.create_timeout)
         problem = reply.problem
         if problem is not None and reply.destination is None:
             raise ApiError(problem.status, problem.message, problem.field or "name")

@@ -33,7 +33,7 @@ import asyncpg
 
 from shared.config import CommonConfig, env_name, load
 
-from . import aead, crypto, reckeys, store
+from . import aead, crypto, reckeys, store, webhook_store
 from .config import VaultConfig
 from .keys import (
     MASTER_KEY_LEN,
@@ -147,10 +147,19 @@ class RewrapResult:
     recordings_rewrapped: int = 0
     recordings_failed: list[str] = field(default_factory=list)
     recordings_by_version: dict[int, int] = field(default_factory=dict)
+    # And webhook endpoints' signing secrets (``webhook_store``), failures by "<endpoint>/<id>".
+    webhook_secrets_rewrapped: int = 0
+    webhook_secrets_failed: list[str] = field(default_factory=list)
+    webhook_secrets_by_version: dict[int, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return not self.unknown_version and not self.failed and not self.recordings_failed
+        return not (
+            self.unknown_version
+            or self.failed
+            or self.recordings_failed
+            or self.webhook_secrets_failed
+        )
 
 
 async def rewrap(
@@ -195,7 +204,37 @@ async def rewrap(
                 on_progress(done, max(result.to_rewrap, done))
     result.by_version = await store.key_version_counts(pool)
     await _rewrap_recording_keys(pool, keys, result, batch)
+    await _rewrap_webhook_secrets(pool, keys, result, batch)
     return result
+
+
+async def _rewrap_webhook_secrets(
+    pool: asyncpg.Pool, keys: MasterKeys, result: RewrapResult, batch: int
+) -> None:
+    """Webhook signing secrets' data keys, like destinations': no secret is decrypted."""
+    newest = keys.newest
+    after = ""
+    while True:
+        rows = await webhook_store.wrapped_keys_not_at(pool, newest, after=after, limit=batch)
+        if not rows:
+            break
+        for row in rows:
+            after = row.aad_id
+            try:
+                wrapped = crypto.rewrap_data_key(
+                    keys, row.tenant_id, row.aad_id, row.wrapped_key, row.key_version, newest
+                )
+            except crypto.UnknownKeyVersion as exc:
+                result.unknown_version[exc.version] = result.unknown_version.get(exc.version, 0) + 1
+                continue
+            except aead.AeadError:
+                result.webhook_secrets_failed.append(row.aad_id)
+                continue
+            if await webhook_store.replace_wrapped_key(pool, row, wrapped, newest):
+                result.webhook_secrets_rewrapped += 1
+            else:
+                result.changed_meanwhile += 1
+    result.webhook_secrets_by_version = await webhook_store.key_version_counts(pool)
 
 
 async def _rewrap_recording_keys(
@@ -250,14 +289,16 @@ async def retire(pool: asyncpg.Pool, source: KeySource, version: int) -> RetireR
             f"version {version} is the newest master key and wraps every new data key; "
             "run `resguardo keys rotate` and `resguardo keys rewrap` first"
         )
-    in_use = recordings = 0
+    in_use = recordings = hooks = 0
     if await store.schema_exists(pool):
         in_use = (await store.key_version_counts(pool)).get(version, 0)
         recordings = (await reckeys.key_version_counts(pool)).get(version, 0)
-    if in_use or recordings:
+        hooks = (await webhook_store.key_version_counts(pool)).get(version, 0)
+    if in_use or recordings or hooks:
         raise KeyAdminError(
-            f"{in_use} destination data key(s) and {recordings} recording data key(s) still use "
-            f"master key version {version}; run `resguardo keys rewrap` first"
+            f"{in_use} destination data key(s), {recordings} recording data key(s) and {hooks} "
+            f"webhook secret(s) still use master key version {version}; run `resguardo keys "
+            "rewrap` first"
         )
     if source.from_env:
         raise KeyAdminError(

@@ -43,7 +43,7 @@ from shared.vault_rpc import (
     RecordingKeyRequest,
 )
 
-from . import probes, store
+from . import probes, store, webhooks
 from .config import VaultConfig
 from .deferred import collect
 from .facts import Facts
@@ -128,6 +128,9 @@ def subscriptions_active(subs: list[Subscription]) -> checks.Check:
 
 def _failure(subject: str, status: int, message: str) -> Reply:
     problem = Problem(status=status, message=message)
+    webhook_reply = webhooks.failure(subject, problem)
+    if webhook_reply is not None:
+        return webhook_reply
     if subject == SUBJECT_GRANT:
         return GrantReply(problem=problem)
     if subject == SUBJECT_TEST:
@@ -224,7 +227,9 @@ async def serve(ctx: ServiceContext[VaultConfig]) -> None:
     ctx.consume(PURGE_CONSUMER, purge_handler(recording_keys))
     workers = Workers(cfg.vault_concurrency)
     subs: list[Subscription] = []
-    for subject, handler in _routes(vault, recording_keys):
+    endpoints = webhooks.WebhookEndpoints(ring=ring, vault_key=vault_key, pool=pool, js=ctx.js)
+    routes = _routes(vault, recording_keys) + webhooks.routes(endpoints, REQUESTER_HEADER)
+    for subject, handler in routes:
         subs.append(
             await ctx.nc.subscribe(subject, queue=QUEUE, cb=_callback(subject, handler, workers))
         )

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from . import reckeys
+from . import reckeys, webhook_store
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ async def create_schema(pool: asyncpg.Pool) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
         await conn.execute(SCHEMA)
         await conn.execute(reckeys.SCHEMA)
+        await conn.execute(webhook_store.SCHEMA)
 
 
 # Queries are spelled out in full (no string building): every value is a $n parameter.

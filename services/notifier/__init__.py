@@ -1,5 +1,6 @@
-"""Webhook notifier (issue 15): signs deliveries and guards where they may be sent.
+"""Webhook notifier (issue 15): tells customers' applications what happened to each recording.
 
-So far only its building blocks: :mod:`.signing` (Standard Webhooks v1) and :mod:`.targets`
-(URL rules and the SSRF guard around aiohttp).
+:mod:`.fanout` queues a delivery per event and subscribed endpoint, :mod:`.deliver` sends each
+(signed per Standard Webhooks v1 by :mod:`.signing`, through the SSRF guard of :mod:`.targets`),
+retrying by :mod:`.policy`; :mod:`.service` wires them. See docs/webhooks.md.
 """

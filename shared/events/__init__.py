@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-from . import captures, deadletter, recordings, transcodes, uploads, vault
+from . import captures, deadletter, recordings, transcodes, uploads, vault, webhooks
 from .base import Event, StreamSpec, event_id, now
 
 STREAMS: tuple[StreamSpec, ...] = (
@@ -19,6 +19,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     transcodes.STREAM,
     uploads.STREAM,
     vault.STREAM,
+    webhooks.STREAM,
     deadletter.STREAM,
 )
 
@@ -28,6 +29,7 @@ AnyEvent = (
     | transcodes.TranscodeEvent
     | uploads.UploadEvent
     | vault.VaultEvent
+    | webhooks.WebhookEvent
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = (
@@ -36,6 +38,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     *transcodes.EVENTS,
     *uploads.EVENTS,
     *vault.EVENTS,
+    *webhooks.EVENTS,
 )
 
 _STREAM_OF: dict[type[Event], StreamSpec] = {
@@ -44,6 +47,7 @@ _STREAM_OF: dict[type[Event], StreamSpec] = {
     **{t: transcodes.STREAM for t in transcodes.EVENTS},
     **{t: uploads.STREAM for t in uploads.EVENTS},
     **{t: vault.STREAM for t in vault.EVENTS},
+    **{t: webhooks.STREAM for t in webhooks.EVENTS},
 }
 
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)

@@ -35,5 +35,24 @@ class ResendRequested(Event, frozen=True, kw_only=True, tag="recording.resend_re
     destination_name: str
 
 
-RecordingEvent = RecordingStarted | RecordingStopRequested | ResendRequested
-EVENTS: tuple[type[Event], ...] = (RecordingStarted, RecordingStopRequested, ResendRequested)
+class WebhookRedeliveryRequested(
+    Event, frozen=True, kw_only=True, tag="recording.webhook_redelivery_requested"
+):
+    """Someone asked (``webhooks redeliver``) to send one webhook delivery of this recording
+    again; the notifier queues it anew with the same ``webhook-id`` and body."""
+
+    request_id: str
+    delivery_id: str
+    endpoint_id: str
+    requested_by: str = "api"
+
+
+RecordingEvent = (
+    RecordingStarted | RecordingStopRequested | ResendRequested | WebhookRedeliveryRequested
+)
+EVENTS: tuple[type[Event], ...] = (
+    RecordingStarted,
+    RecordingStopRequested,
+    ResendRequested,
+    WebhookRedeliveryRequested,
+)

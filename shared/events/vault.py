@@ -96,6 +96,36 @@ class RecordingKeyDestroyed(Event, frozen=True, kw_only=True, tag="vault.recordi
     existed: bool = True  # False: there was no key to delete (never issued, or already gone)
 
 
+class WebhookSecretIssued(Event, frozen=True, kw_only=True, tag="vault.webhook_secret_issued"):
+    """A webhook endpoint's signing secrets were sealed to a notifier's sending job (never the
+    secrets). ``recording_id`` is the endpoint's id: these name no recording. Once per job, like
+    ``GrantIssued``: the first message on the job's subject."""
+
+    job_id: str
+    endpoint_id: str
+    requester: str
+    secrets: int  # how many were handed (2 during a rotation)
+
+    def subject_tail(self) -> str:
+        return job_token(self.job_id)
+
+
+class WebhookSecretRefused(Event, frozen=True, kw_only=True, tag="vault.webhook_secret_refused"):
+    job_id: str
+    endpoint_id: str
+    requester: str
+    reason: str
+
+
+class WebhookChanged(Event, frozen=True, kw_only=True, tag="vault.webhook_changed"):
+    """An endpoint was created, removed, had its secret rotated, or was disabled (the audit
+    trail; ``recording_id`` is the endpoint's id). Never the URL's query or a secret."""
+
+    endpoint_id: str
+    change: str  # "created", "removed", "rotated", "disabled"
+    detail: str = ""
+
+
 VaultEvent = (
     GrantIssued
     | GrantRefused
@@ -103,6 +133,9 @@ VaultEvent = (
     | RecordingKeyRefused
     | RecordingKeyDestroyed
     | ProbeRequested
+    | WebhookSecretIssued
+    | WebhookSecretRefused
+    | WebhookChanged
 )
 EVENTS: tuple[type[Event], ...] = (
     GrantIssued,
@@ -111,4 +144,14 @@ EVENTS: tuple[type[Event], ...] = (
     RecordingKeyRefused,
     RecordingKeyDestroyed,
     ProbeRequested,
+    WebhookSecretIssued,
+    WebhookSecretRefused,
+    WebhookChanged,
+)
+
+# VAULT events that name a webhook endpoint, not a recording (the read model skips them).
+WEBHOOK_EVENTS: tuple[type[Event], ...] = (
+    WebhookSecretIssued,
+    WebhookSecretRefused,
+    WebhookChanged,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from shared.events import captures, event_id, now, recordings, transcodes, uploads
+from shared.events import captures, event_id, now, recordings, transcodes, uploads, webhooks
 from shared.ids import new_recording_id
 
 
@@ -134,4 +134,67 @@ def retained(rid: str, tenant_id: str, job: str = "job1") -> uploads.RecordingRe
         job_id=job,
         destination_id="dst_00000000000000aa",
         reason="access denied by the destination",
+    )
+
+
+# --- WEBHOOKS, as the notifier publishes them -------------------------------------------------
+
+
+def queued(
+    rid: str,
+    tenant_id: str,
+    endpoint_id: str,
+    *,
+    webhook_id: str = "msg_1",
+    webhook_type: str = "recording.uploaded",
+    redelivery_of: str = "",
+    n: int = 0,
+) -> webhooks.DeliveryQueued:
+    """A queued delivery; its ``event_id`` is the delivery id."""
+    return webhooks.DeliveryQueued(
+        **_env(rid, tenant_id, "queued", endpoint_id, webhook_id, n),  # type: ignore[arg-type]
+        endpoint_id=endpoint_id,
+        webhook_id=webhook_id,
+        webhook_type=webhook_type,
+        source_event_id=event_id(rid, "source", webhook_id),
+        body='{"type": "' + webhook_type + '"}',
+        redelivery_of=redelivery_of,
+    )
+
+
+def attempted(
+    q: webhooks.DeliveryQueued, attempt: int, status: int, error: str = ""
+) -> webhooks.DeliveryAttempted:
+    return webhooks.DeliveryAttempted(
+        **_env(q.recording_id, q.tenant_id, "attempted", q.event_id, attempt),  # type: ignore[arg-type]
+        delivery_id=q.event_id,
+        endpoint_id=q.endpoint_id,
+        webhook_id=q.webhook_id,
+        attempt=attempt,
+        status=status,
+        latency_ms=12.5,
+        error=error,
+        next_attempt_at=None if 200 <= status < 300 else now(),
+    )
+
+
+def delivered(q: webhooks.DeliveryQueued, attempts: int = 1) -> webhooks.DeliveryDelivered:
+    return webhooks.DeliveryDelivered(
+        **_env(q.recording_id, q.tenant_id, "delivered", q.event_id),  # type: ignore[arg-type]
+        delivery_id=q.event_id,
+        endpoint_id=q.endpoint_id,
+        webhook_id=q.webhook_id,
+        attempts=attempts,
+        status=204,
+    )
+
+
+def gave_up(q: webhooks.DeliveryQueued, attempts: int = 3) -> webhooks.DeliveryGaveUp:
+    return webhooks.DeliveryGaveUp(
+        **_env(q.recording_id, q.tenant_id, "gave_up", q.event_id),  # type: ignore[arg-type]
+        delivery_id=q.event_id,
+        endpoint_id=q.endpoint_id,
+        webhook_id=q.webhook_id,
+        attempts=attempts,
+        reason="retries spent: the receiver answered 500 every time",
     )

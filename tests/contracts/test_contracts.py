@@ -89,6 +89,7 @@ def test_asyncapi_document_lists_every_stream_and_event() -> None:
         "TRANSCODES",
         "UPLOADS",
         "VAULT",
+        "WEBHOOKS",
         "DEADLETTER",
     }
     names = {m["name"] for m in doc["components"]["messages"].values()}

@@ -195,7 +195,7 @@ async def test_only_services_that_touch_the_backup_may_ask_for_recording_keys(
 async def test_no_one_but_the_vault_may_listen_on_vault_subjects(
     logins: dict[str, Login],
 ) -> None:
-    for name in ("api", "proxy", "transcoder", "uploader"):
+    for name in ("api", "proxy", "transcoder", "uploader", "notifier"):
         lg = logins[name]
         await lg.nc.subscribe("rpc.vault.>")
         await lg.nc.flush()
@@ -248,3 +248,40 @@ async def test_each_service_can_do_its_own_work(logins: dict[str, Login]) -> Non
         history = await natsio.read_subject(js, rec_events.STREAM, f"recordings.{rid}.>")
         assert len(history) == 1, name
         assert not [e for e in lg.errors if "permissions" in e], (name, lg.errors)
+
+
+async def test_only_the_notifier_may_ask_for_webhook_secrets(
+    logins: dict[str, Login], secured_vault: ServiceProcess
+) -> None:
+    from shared import webhook_rpc
+    from tests.notifier.support import create_endpoint
+
+    api, notifier = logins["api"], logins["notifier"]
+    vault_key = await wait_ready(api.nc, secured_vault)
+    tenant = new_tenant_id()
+    endpoint, _ = await create_endpoint(api.nc, vault_key, tenant, "https://hooks.example.com/")
+
+    def ask(job: str) -> bytes:
+        return msgspec.json.encode(
+            webhook_rpc.WebhookSecretsRequest(
+                tenant_id=tenant,
+                endpoint_id=endpoint.endpoint_id,
+                job_id=job,
+                public_key=sealedbox.public_bytes(X25519PrivateKey.generate()),
+            )
+        )
+
+    for name in ("api", "proxy", "transcoder", "uploader", "credentials"):
+        other = logins[name]
+        with pytest.raises(nats.errors.TimeoutError):
+            await other.nc.request(webhook_rpc.SUBJECT_SECRETS, ask(f"job-{name}"), timeout=0.5)
+        assert await other.violations(f'publish to "{webhook_rpc.SUBJECT_SECRETS}"'), name
+    # Nor may anyone but the notifier disable an endpoint, or anyone but the API create one.
+    with pytest.raises(nats.errors.TimeoutError):
+        await api.nc.request(webhook_rpc.SUBJECT_DISABLE, b"{}", timeout=0.5)
+    with pytest.raises(nats.errors.TimeoutError):
+        await notifier.nc.request(webhook_rpc.SUBJECT_CREATE, b"{}", timeout=0.5)
+    assert await notifier.violations(f'publish to "{webhook_rpc.SUBJECT_CREATE}"')
+    msg = await notifier.nc.request(webhook_rpc.SUBJECT_SECRETS, ask("job-notifier"), timeout=10)
+    reply = msgspec.json.decode(msg.data, type=webhook_rpc.WebhookSecretsReply)
+    assert reply.problem is None and reply.sealed, reply.problem

@@ -22,7 +22,7 @@ from ..servers import wait_until
 from .system import RunningSystem
 
 SECONDS = 4.0
-SERVICES = ("api", "credentials", "proxy", "transcoder", "uploader")
+SERVICES = ("api", "credentials", "proxy", "transcoder", "uploader", "notifier")
 PROJECTED = ("RECORDINGS", "CAPTURES", "TRANSCODES", "UPLOADS", "VAULT")
 CHECKS = {
     "api": {"nats", "started", "database", "projectors", "https"},
@@ -36,6 +36,14 @@ CHECKS = {
         "consumer uploader-sealed",
         "consumer uploader-resend",
         "consumer uploader-probe",
+    },
+    "notifier": {
+        "nats",
+        "started",
+        "consumer notifier-recordings",
+        "consumer notifier-transcodes",
+        "consumer notifier-uploads",
+        "consumer notifier-deliveries",
     },
 }
 

@@ -38,11 +38,20 @@ async def publish_junk(nats_url: str) -> None:
 def test_status_reports_every_part_and_fails_when_one_is_unhealthy(tmp_path: Path) -> None:
     system = start_system(tmp_path)
     try:
+        # `up` answers once the API does; the other services may still be starting.
+        wait_until(lambda: status(system)[0] == 0, timeout=60, message="every part healthy")
         code, report = status(system)
         assert code == 0, report["problems"]
         assert report["healthy"] and report["problems"] == []
         services = report["services"]
-        assert set(services) == {"credentials", "api", "proxy", "transcoder", "uploader"}
+        assert set(services) == {
+            "credentials",
+            "api",
+            "proxy",
+            "transcoder",
+            "uploader",
+            "notifier",
+        }
         for name, service in services.items():
             assert service["state"] == "up" and service["ready"], name
             assert service["pid"] == system.pid(name)
@@ -63,6 +72,11 @@ def test_status_reports_every_part_and_fails_when_one_is_unhealthy(tmp_path: Pat
         (tenant / "blob").write_bytes(b"x" * 1000)
         old = system.kill9("uploader")
         wait_until(lambda: status(system)[1]["dead_letters"] == 1, timeout=30)
+        wait_until(
+            lambda: status(system)[1]["services"]["uploader"]["restarts"] == 1,
+            timeout=30,
+            message="the uploader restarted",
+        )
         code, report = status(system)
         assert report["backup"]["tenants"]["ten_statustest0000"] == {
             "bytes": 1000,
