@@ -160,12 +160,23 @@ def add_destination(api: Api, moto_url: str) -> None:
     api.request("POST", "/v1/destinations", {"name": "archive", "provider": "s3", "config": config})
 
 
+def list_recordings(api: Api) -> list[dict[str, Any]]:
+    """Every recording, following the list's cursor (pages of at most 200)."""
+    out: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        page = api.request("GET", f"/v1/recordings?limit=200{cursor}")
+        out += page["recordings"]
+        if not page.get("next_cursor"):
+            return out
+        cursor = f"&cursor={page['next_cursor']}"
+
+
 def settle(api: Api, rids: list[str], timeout: float) -> dict[str, str]:
     """Every recording's state once all are final, or when ``timeout`` has passed."""
     deadline = time.monotonic() + timeout
     while True:
-        listed = api.request("GET", "/v1/recordings?limit=1000")["recordings"]
-        states = {r["recording_id"]: r["state"] for r in listed}
+        states = {r["recording_id"]: r["state"] for r in list_recordings(api)}
         mine = {rid: states.get(rid, "unknown") for rid in rids}
         if all(s in FINAL for s in mine.values()) or time.monotonic() > deadline:
             return mine

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "destinations",
     "webhooks",
     "tenants",
+    "users",
     "keys",
     "schema",
     "demo",

@@ -7,6 +7,8 @@ and answered by JetStream's publish ack):
     rpc.vault.destinations.list     DestinationQuery  -> DestinationListReply
     rpc.vault.destinations.get      DestinationQuery  -> DestinationReply
     rpc.vault.destinations.delete   DestinationQuery  -> DestinationReply
+    rpc.vault.destinations.update   DestinationUpdate -> DestinationReply   (API only: non-secret
+                                    settings such as bucket, region, persist_backup)
     rpc.vault.destinations.test     DestinationQuery  -> ProbeReply         (API only)
                                     (the uploader runs the test: vault.probe_requested ->
                                     a probe grant -> upload.probe_finished)
@@ -31,6 +33,7 @@ SUBJECT_LIST = "rpc.vault.destinations.list"
 SUBJECT_GET = "rpc.vault.destinations.get"
 SUBJECT_DELETE = "rpc.vault.destinations.delete"
 SUBJECT_TEST = "rpc.vault.destinations.test"
+SUBJECT_UPDATE = "rpc.vault.destinations.update"
 SUBJECT_GRANT = "rpc.vault.grant"
 SUBJECT_RECORDING_KEY = "rpc.vault.recording_key"
 # What a recording's data key is asked for (audited with the request): the proxy writes
@@ -88,6 +91,15 @@ class DestinationQuery(msgspec.Struct, frozen=True, kw_only=True):
     tenant_id: str
     name: str = ""
     destination_id: str = ""
+
+
+class DestinationUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """Change non-secret settings; a ``None`` value removes an optional one. Secret fields are
+    refused: they change only by re-creating the destination."""
+
+    tenant_id: str
+    name: str
+    config: dict[str, Any]
 
 
 class DestinationReply(msgspec.Struct, frozen=True, kw_only=True):

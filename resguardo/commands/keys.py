@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +97,12 @@ def _show(args: argparse.Namespace) -> int:
 def _rotate(args: argparse.Namespace) -> int:
     from services.credentials import admin
 
+    config = _config()
     try:
-        result = admin.rotate(admin.source_of(_config()))
+        result = admin.rotate(admin.source_of(config))
     except (admin.KeyAdminError, ConfigError) as exc:
         raise CliError(str(exc)) from None
+    _audit(_running_database(config), "master_key_rotated", f"version {result.new_version} added")
     if args.json:
         print_json(
             {
@@ -115,6 +119,30 @@ def _rotate(args: argparse.Namespace) -> int:
     print("New destinations use it now; run `resguardo keys rewrap` to move the existing ones.")
     print("Back up the key file: without it, nothing wrapped under its keys can be decrypted.")
     return 0
+
+
+def _audit(url: str | None, action: str, detail: str) -> None:
+    """An entry in the API's audit trail (``api.audit_log``), when the API's schema is in this
+    database (``resguardo up`` runs one for the whole system). Best effort: the keys are changed
+    already, so a missing schema or database only says so."""
+    from services.api.audit_local import record_local
+
+    try:
+        actor = f"resguardo keys ({getpass.getuser()})"
+    except (KeyError, OSError):
+        actor = f"resguardo keys (uid {os.getuid()})"
+    if url is None or not asyncio.run(record_local(url, actor=actor, action=action, detail=detail)):
+        print("(not in the API's audit trail: its database was not reachable)", file=sys.stderr)
+
+
+def _running_database(config: Any) -> str | None:
+    """The configured database, or the embedded one if it is running (never started for this)."""
+    if config.database_url:
+        return str(config.database_url)
+    from shared.embedded import Postgres
+
+    pgdata = (config.data_dir / "postgres").resolve()
+    return Postgres.running_url(pgdata) if pgdata.is_dir() else None
 
 
 async def _with_pool(url: str, work: Any) -> Any:
@@ -153,6 +181,13 @@ def _rewrap(args: argparse.Namespace) -> int:
         with admin.database_url(config) as url:
             result: admin.RewrapResult = asyncio.run(
                 _with_pool(url, lambda pool: admin.rewrap(pool, keys, on_progress=progress))
+            )
+            _audit(
+                url,
+                "master_keys_rewrapped",
+                f"{result.rewrapped} data keys, {result.recordings_rewrapped} recording keys and "
+                f"{result.webhook_secrets_rewrapped} webhook secrets under version "
+                f"{result.newest_version}",
             )
     except admin.KeyAdminError as exc:
         raise CliError(str(exc)) from None
@@ -241,6 +276,7 @@ def _retire(args: argparse.Namespace) -> int:
             result: admin.RetireResult = asyncio.run(
                 _with_pool(url, lambda pool: admin.retire(pool, source, args.version))
             )
+            _audit(url, "master_key_retired", f"version {result.retired} removed")
     except (admin.KeyAdminError, ConfigError) as exc:
         raise CliError(str(exc)) from None
     if args.json:

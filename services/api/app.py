@@ -7,8 +7,21 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
-from . import bodies
-from .routes import destinations, keys, recordings, tenants, webhooks
+from . import bodies, openapi
+from .dashboard import pages
+from .routes import (
+    audit,
+    destination_settings,
+    destinations,
+    keys,
+    recordings,
+    retained,
+    tenants,
+    usage,
+    users,
+    webhooks,
+)
+from .routes import auth as signin_pages
 from .routes.destinations import destination_body_limit, destination_json
 from .routes.recordings import event_json, find_destination, find_recording, recording_json
 from .web import (
@@ -66,6 +79,11 @@ def build_app(deps: Deps) -> web.Application:
     )
     app[DEPS] = deps
     app.router.add_get("/healthz", healthz)
-    for module in (tenants, recordings, destinations, keys, webhooks):
+    for module in (tenants, recordings, retained, usage, audit, destinations, keys, webhooks):
         module.add_routes(app)
+    openapi.add_routes(app)  # GET /v1/openapi.json
+    destination_settings.add_routes(app)
+    pages.add_routes(app)  # the dashboard (services/api/dashboard)
+    users.add_routes(app)  # /v1/users
+    signin_pages.add_routes(app)  # /signin, /signout, /signin/link/{token}
     return app

@@ -37,6 +37,30 @@ class ApiConfig(CommonConfig):
         "addresses, over plain http and on any port (development and tests only). Cloud "
         "metadata, multicast and reserved addresses stay refused.",
     )
+    backup_capacity_bytes: int = setting(
+        100 * 10**9,
+        "Backup bytes a tenant may hold before /v1/usage warns (80%: warning, 100%: full); "
+        "per tenant: PATCH /v1/tenants/{id}. Only a warning: no recording is ever refused.",
+    )
+    # --- dashboard sign-in (services/api/auth) ---
+    signin_link_ttl_s: int = setting(
+        86400, "Seconds a one-time sign-in link (from `resguardo users add`) stays valid."
+    )
+    session_ttl_s: int = setting(
+        28800, "Seconds a dashboard session lasts after sign-in, however active (its cookie too)."
+    )
+    session_idle_s: int = setting(
+        3600, "Seconds without a request after which a dashboard session ends (0: no idle limit)."
+    )
+    signin_window_s: int = setting(
+        900, "The window, in seconds, over which failed sign-ins are counted for rate limiting."
+    )
+    signin_max_failures_per_email: int = setting(
+        5, "Failed sign-ins for one email within the window before its sign-ins get 429."
+    )
+    signin_max_failures_per_address: int = setting(
+        20, "Failed sign-ins from one client address within the window before it gets 429."
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -59,6 +83,16 @@ class ApiConfig(CommonConfig):
             )
         if self.max_credential_chars < 256:
             raise ConfigError(f"{env_name('max_credential_chars')} must be at least 256.")
+        if self.backup_capacity_bytes < 1:
+            raise ConfigError(f"{env_name('backup_capacity_bytes')} must be at least 1 byte.")
+        for name in ("signin_link_ttl_s", "session_ttl_s", "signin_window_s"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{env_name(name)} must be at least 1 second.")
+        if self.session_idle_s < 0:
+            raise ConfigError(f"{env_name('session_idle_s')} must be 0 (no limit) or more.")
+        for name in ("signin_max_failures_per_email", "signin_max_failures_per_address"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{env_name(name)} must be at least 1.")
 
     @property
     def whip_bases(self) -> list[str]:

@@ -18,7 +18,9 @@ import msgspec
 from shared.events import webhooks
 from shared.events.base import Event
 
-from . import audit_log, deliveries
+from . import audit_log, deliveries, usage
+from .auth import schema as auth_schema
+from .dashboard import live
 from .projection import RecordingView, apply, event_type, summarize
 from .roles import Principal
 
@@ -97,6 +99,9 @@ async def migrate(pool: asyncpg.Pool) -> None:
         await conn.execute(SCHEMA)
         await conn.execute(deliveries.SCHEMA)
         await conn.execute(audit_log.SCHEMA)
+        await conn.execute(usage.SCHEMA)  # tenants' backup capacity
+        await auth_schema.migrate(conn)  # users, sign-in links, sessions
+        await conn.execute(live.SCHEMA)  # the dashboard's live rows
 
 
 # --- read model -------------------------------------------------------------------------------

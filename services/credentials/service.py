@@ -31,10 +31,12 @@ from shared.vault_rpc import (
     SUBJECT_PUBLIC_KEY,
     SUBJECT_RECORDING_KEY,
     SUBJECT_TEST,
+    SUBJECT_UPDATE,
     DestinationCreate,
     DestinationListReply,
     DestinationQuery,
     DestinationReply,
+    DestinationUpdate,
     GrantReply,
     GrantRequest,
     ProbeReply,
@@ -43,14 +45,14 @@ from shared.vault_rpc import (
     RecordingKeyRequest,
 )
 
-from . import probes, store, webhooks
+from . import probes, settings, store, webhooks
 from .config import VaultConfig
 from .deferred import collect
 from .facts import Facts
 from .keys import KeyRing, load_vault_key
 from .recording_keys import PURGE_CONSUMER, RecordingKeys, purge_handler
 from .rows import RowCache
-from .vault import Vault
+from .vault import Vault, check_tenant
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,10 @@ def _routes(
     async def test(msg: Msg) -> Reply:
         return await vault.test(msgspec.json.decode(msg.data, type=DestinationQuery))
 
+    async def update(msg: Msg) -> Reply:
+        req = msgspec.json.decode(msg.data, type=DestinationUpdate)
+        return await settings.update(vault.pool, req, check_tenant(req.tenant_id))
+
     async def grant(msg: Msg) -> Reply:
         req = msgspec.json.decode(msg.data, type=GrantRequest)
         requester = (msg.headers or {}).get(REQUESTER_HEADER, "unknown")[:64]
@@ -106,6 +112,7 @@ def _routes(
         (SUBJECT_GET, get),
         (SUBJECT_DELETE, delete),
         (SUBJECT_TEST, test),
+        (SUBJECT_UPDATE, update),
         (SUBJECT_GRANT, grant),
         (SUBJECT_RECORDING_KEY, recording_key),
     ]

@@ -12,10 +12,11 @@ from aiohttp import web
 from shared import vault_rpc as rpc
 from shared.sealedbox import seal
 
-from .. import bodies
+from .. import audit, bodies
 from ..config import ApiConfig
 from ..errors import ApiError
-from ..web import DEPS, json_response, tenant_of
+from ..roles import Action
+from ..web import DEPS, json_response, tenant_for
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def destination_body_limit(config: ApiConfig) -> int:
 
 
 async def create_destination(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    tenant_id = tenant_for(request, Action.MANAGE_DESTINATIONS)
     deps = request.app[DEPS]
     raw = await bodies.read_limited(request, destination_body_limit(deps.config), "request body")
     body = bodies.decode_body(raw, bodies.CreateDestination)
@@ -61,29 +62,43 @@ async def create_destination(request: web.Request) -> web.Response:
         "destination created",
         extra={"tenant_id": tenant_id, "destination_id": view.destination_id},
     )
+    await audit.note(
+        request,
+        tenant_id=tenant_id,
+        action="destination_added",
+        target=view.name,
+        detail=f"{view.provider}, {view.destination_id}" + (", tested" if probe else ""),
+    )
     return json_response(destination_json(view), 201)
 
 
 async def list_destinations(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    tenant_id = tenant_for(request, Action.VIEW_DESTINATIONS)
     views = await request.app[DEPS].vault.list(tenant_id)
     return json_response({"destinations": [destination_json(v) for v in views]})
 
 
 async def show_destination(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    tenant_id = tenant_for(request, Action.VIEW_DESTINATIONS)
     name = bodies.check_name(request.match_info["name"], "name", "destination name")
     view = await request.app[DEPS].vault.get(tenant_id, name=name)
     return json_response(destination_json(view))
 
 
 async def delete_destination(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    tenant_id = tenant_for(request, Action.MANAGE_DESTINATIONS)
     name = bodies.check_name(request.match_info["name"], "name", "destination name")
     view = await request.app[DEPS].vault.delete(tenant_id, name=name)
     log.info(
         "destination deleted",
         extra={"tenant_id": tenant_id, "destination_id": view.destination_id},
+    )
+    await audit.note(
+        request,
+        tenant_id=tenant_id,
+        action="destination_deleted",
+        target=view.name,
+        detail=f"{view.provider}, {view.destination_id}; its key destroyed",
     )
     return json_response(destination_json(view))
 
@@ -91,14 +106,23 @@ async def delete_destination(request: web.Request) -> web.Response:
 async def test_destination(request: web.Request) -> web.Response:
     """Probe a stored destination: 200 with what was written, confirmed and deleted, or the
     probe's failure (422 with the field to fix, 502/504 when the storage cannot be reached)."""
-    tenant_id = tenant_of(request)
+    tenant_id = tenant_for(request, Action.MANAGE_DESTINATIONS)
     name = bodies.check_name(request.match_info["name"], "name", "destination name")
     reply = await request.app[DEPS].vault.test(tenant_id, name)
     if reply.problem is not None:
         log.info("destination test failed", extra={"tenant_id": tenant_id, "destination": name})
+        failed = f"failed: {reply.problem.status}" + (
+            f" ({reply.problem.field})" if reply.problem.field else ""
+        )
+        await audit.note(
+            request, tenant_id=tenant_id, action="destination_tested", target=name, detail=failed
+        )
         raise ApiError(reply.problem.status, reply.problem.message, reply.problem.field)
     assert reply.destination is not None and reply.probe is not None
     log.info("destination tested", extra={"tenant_id": tenant_id, "destination": name})
+    await audit.note(
+        request, tenant_id=tenant_id, action="destination_tested", target=name, detail="passed"
+    )
     return json_response(
         {
             "ok": True,

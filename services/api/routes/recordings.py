@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -14,21 +15,23 @@ from aiohttp import web
 from shared import natsio
 from shared import vault_rpc as rpc
 from shared.events import event_id, now, recordings
-from shared.ids import new_recording_id
+from shared.ids import is_safe_name, new_recording_id
 
-from .. import bodies, db
+from .. import audit, bodies, db, listing, query
 from ..errors import ApiError
 from ..projection import RecordingView, apply
+from ..roles import Action, can
 from ..state import RESENDABLE
 from ..web import (
     DEPS,
     RECORDINGS,
     Deps,
+    hide_names,
     json_response,
+    principal_of,
     publish_and_fold,
-    query_limit,
     read_body,
-    tenant_of,
+    tenant_for,
 )
 
 log = logging.getLogger(__name__)
@@ -124,7 +127,7 @@ async def find_destination(
 
 
 async def start_recording(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    tenant_id = tenant_for(request, Action.START_RECORDING)
     deps = request.app[DEPS]
     body = await read_body(request, bodies.StartRecording)
     bodies.check_name(body.destination, "destination", "destination name")
@@ -164,7 +167,7 @@ async def start_recording(request: web.Request) -> web.Response:
 
 
 async def stop_recording(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    tenant_id = tenant_for(request, Action.START_RECORDING)
     deps = request.app[DEPS]
     view = await find_recording(deps, tenant_id, request.match_info["recording_id"])
     subject = f"recordings.{view.recording_id}.stop_requested"
@@ -184,30 +187,79 @@ async def stop_recording(request: web.Request) -> web.Response:
     )
 
 
+def row_json(row: listing.Row) -> dict[str, Any]:
+    """A recording as the lists show it: its view and what the dashboard's table adds."""
+    return recording_json(row.view) | row.fields()
+
+
+def list_filters(request: web.Request, tenant_id: str | None) -> listing.Filters:
+    """The filters of ``GET /v1/recordings`` (``/v1/retained`` too); 400s name the parameter."""
+    destination = request.query.get("destination") or None
+    if destination is not None and not is_safe_name(destination):
+        raise ApiError(400, "destination must be a destination's name or id.", "destination")
+    since, until = query.when(request, "since"), query.when(request, "until", end=True)
+    if since is not None and until is not None and until <= since:
+        raise ApiError(400, "until must be after since; fix the query.", "until")
+    after = query.decode_cursor(request, (datetime, str))
+    key: tuple[datetime, str] | None = None
+    if after is not None:
+        at, recording_id = after
+        assert isinstance(at, datetime) and isinstance(recording_id, str)
+        key = (at, recording_id)
+    return listing.Filters(
+        tenant_id=tenant_id,
+        states=query.states(request),
+        destination=destination,
+        since=since,
+        until=until,
+        after=key,
+    )
+
+
+async def list_page(
+    request: web.Request, filters: listing.Filters, key: str = "recordings"
+) -> web.Response:
+    limit = query.page_limit(request)
+    rows, more = await listing.page(request.app[DEPS].pool, filters, limit)
+    last = rows[-1].view if rows and more else None
+    next_cursor = query.encode_cursor(last.created_at, last.recording_id) if last else None
+    shown = [_for_caller(request, row_json(r)) for r in rows]
+    return json_response({key: shown, "next_cursor": next_cursor})
+
+
+def _for_caller(request: web.Request, recording: dict[str, Any]) -> dict[str, Any]:
+    """Without participants' names, or files' hashes and remote locations, for a caller who
+    may not see them (operators)."""
+    hide_names(request, recording)
+    if not can(principal_of(request), Action.VIEW_FILES):
+        for f in recording["files"]:
+            f["sha256"], f["remote_uri"] = "", None
+    return recording
+
+
 async def list_recordings(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
-    deps = request.app[DEPS]
-    limit = query_limit(request)
-    state = request.query.get("state") or None
-    views = await db.list_recordings(deps.pool, tenant_id, limit=limit, state=state)
-    return json_response({"recordings": [recording_json(v) for v in views]})
+    """Newest first, ``limit`` (50, at most 200) a page; ``cursor`` (the last page's
+    ``next_cursor``), ``state`` (comma separated), ``destination`` (name or id), ``since`` and
+    ``until`` (on created_at) and, for operators, ``tenant_id`` narrow them."""
+    tenant_id = query.scope(request, Action.VIEW_RECORDINGS)
+    return await list_page(request, list_filters(request, tenant_id))
 
 
 async def show_recording(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    tenant_id = tenant_for(request, Action.VIEW_RECORDINGS)
     deps = request.app[DEPS]
     view = await find_recording(deps, tenant_id, request.match_info["recording_id"])
     rows, total = await db.recording_events(
         deps.pool, tenant_id, view.recording_id, limit=EVENTS_LIMIT
     )
-    out = recording_json(view)
+    out = row_json(await listing.one(deps.pool, view))
     out["events"] = [event_json(r) for r in rows]
     out["events_total"] = total
-    return json_response(out)
+    return json_response(_for_caller(request, out))  # no participants' names for operators
 
 
 async def resend_recording(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    tenant_id = tenant_for(request, Action.RESEND)
     deps = request.app[DEPS]
     view = await find_recording(deps, tenant_id, request.match_info["recording_id"])
     body = await read_body(request, bodies.Resend, allow_empty=True)
@@ -234,6 +286,13 @@ async def resend_recording(request: web.Request) -> web.Response:
     )
     await publish_and_fold(deps, event)
     log.info("resend requested", extra={"recording_id": view.recording_id})
+    await audit.note(
+        request,
+        tenant_id=tenant_id,
+        action="resend_requested",
+        target=view.recording_id,
+        detail=f"to {destination.name} ({destination.destination_id}), request {request_id}",
+    )
     return json_response(
         {
             "recording_id": view.recording_id,

@@ -16,6 +16,7 @@ import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import web
@@ -28,10 +29,11 @@ from shared.events.webhooks import WEBHOOK_TYPES
 from shared.ids import new_webhook_id
 from shared.sealedbox import seal
 
-from .. import bodies, deliveries
+from .. import audit, bodies, deliveries
 from ..config import ApiConfig
 from ..errors import ApiError
-from ..web import DEPS, Deps, json_response, publish_and_fold, query_limit, read_body, tenant_of
+from ..roles import Action
+from ..web import DEPS, Deps, json_response, publish_and_fold, query_limit, read_body, tenant_for
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,13 @@ RESOLVE_TIMEOUT_S = 10.0
 REDELIVER_MAX = 500  # deliveries one `redeliver --since` call asks for
 DESCRIPTION_MAX = bodies.LABEL_MAX
 _DELIVERY_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _audit_detail(view: rpc.WebhookView) -> str:
+    """What the audit trail says of an endpoint: its host, never its path or query (which may
+    carry the receiver's token), never a secret."""
+    host = urlsplit(view.url).hostname or "?"
+    return f"to {host}, " + (", ".join(view.events) if view.events else "every event type")
 
 
 def endpoint_json(view: rpc.WebhookView) -> dict[str, Any]:
@@ -141,7 +150,7 @@ async def _new_secret(deps: Deps, tenant_id: str, endpoint_id: str) -> tuple[str
 
 
 async def create_webhook(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    tenant_id = tenant_for(request, Action.MANAGE_WEBHOOKS)
     deps = request.app[DEPS]
     body = await read_body(request, bodies.CreateWebhook)
     events = check_events(body.events)
@@ -165,33 +174,47 @@ async def create_webhook(request: web.Request) -> web.Response:
         raise
     # Never the URL (its query may carry the receiver's token), never the secret.
     log.info("webhook endpoint created", extra={"tenant_id": tenant_id, "endpoint_id": endpoint_id})
+    await audit.note(
+        request,
+        tenant_id=tenant_id,
+        action="webhook_created",
+        target=endpoint_id,
+        detail=_audit_detail(view),
+    )
     return json_response({"endpoint": endpoint_json(view), "secret": revealed}, 201)
 
 
 async def list_webhooks(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    tenant_id = tenant_for(request, Action.MANAGE_WEBHOOKS)
     views = await request.app[DEPS].webhooks.list(tenant_id)
     return json_response({"endpoints": [endpoint_json(v) for v in views]})
 
 
 async def show_webhook(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    tenant_id = tenant_for(request, Action.MANAGE_WEBHOOKS)
     endpoint_id = bodies.check_webhook_id(request.match_info["endpoint_id"])
     view = await request.app[DEPS].webhooks.get(tenant_id, endpoint_id)
     return json_response({"endpoint": endpoint_json(view)})
 
 
 async def remove_webhook(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    tenant_id = tenant_for(request, Action.MANAGE_WEBHOOKS)
     endpoint_id = bodies.check_webhook_id(request.match_info["endpoint_id"])
     view = await request.app[DEPS].webhooks.remove(tenant_id, endpoint_id)
     log.info("webhook endpoint removed", extra={"tenant_id": tenant_id, "endpoint_id": endpoint_id})
+    await audit.note(
+        request,
+        tenant_id=tenant_id,
+        action="webhook_removed",
+        target=endpoint_id,
+        detail=_audit_detail(view),
+    )
     return json_response({"endpoint": endpoint_json(view)})
 
 
 async def rotate_secret(request: web.Request) -> web.Response:
     """A new secret; the old one keeps signing next to it for ``grace_s`` (default a day)."""
-    tenant_id = tenant_of(request)
+    tenant_id = tenant_for(request, Action.MANAGE_WEBHOOKS)
     deps = request.app[DEPS]
     endpoint_id = bodies.check_webhook_id(request.match_info["endpoint_id"])
     body = await read_body(request, bodies.RotateWebhookSecret, allow_empty=True)
@@ -209,6 +232,13 @@ async def rotate_secret(request: web.Request) -> web.Response:
     log.info(
         "webhook secret rotated",
         extra={"tenant_id": tenant_id, "endpoint_id": endpoint_id, "grace_s": grace_s},
+    )
+    await audit.note(
+        request,
+        tenant_id=tenant_id,
+        action="webhook_secret_rotated",
+        target=endpoint_id,
+        detail=f"{_audit_detail(view)}; the old secret signs for {grace_s} s more",
     )
     return json_response({"endpoint": endpoint_json(view), "secret": revealed})
 
@@ -228,7 +258,7 @@ def _flag(request: web.Request, name: str) -> bool:
 async def list_deliveries(request: web.Request) -> web.Response:
     """The tenant's deliveries, newest first: ``endpoint_id``, ``failed=true`` (gave up, or the
     last attempt failed), ``since`` (ISO 8601, when queued) and ``limit`` narrow them."""
-    tenant_id = tenant_of(request)
+    tenant_id = tenant_for(request, Action.MANAGE_WEBHOOKS)
     deps = request.app[DEPS]
     endpoint_id = request.query.get("endpoint_id") or None
     if endpoint_id is not None:
@@ -269,7 +299,7 @@ async def _sendable(deps: Deps, tenant_id: str, endpoint_id: str) -> None:
 async def redeliver(request: web.Request) -> web.Response:
     """Ask the notifier to send deliveries again: one (``delivery_id``, in any state), or every
     one that gave up since a time (``since``, optionally of one ``endpoint_id``)."""
-    tenant_id = tenant_of(request)
+    tenant_id = tenant_for(request, Action.MANAGE_WEBHOOKS)
     deps = request.app[DEPS]
     body = await read_body(request, bodies.Redeliver)
     if bool(body.delivery_id) == bool(body.since):
@@ -326,6 +356,13 @@ async def redeliver(request: web.Request) -> web.Response:
     log.info(
         "webhook redelivery requested",
         extra={"tenant_id": tenant_id, "request_id": request_id, "deliveries": len(chosen)},
+    )
+    await audit.note(
+        request,
+        tenant_id=tenant_id,
+        action="webhook_redelivery_requested",
+        target=request_id,
+        detail=f"{len(chosen)} deliveries" + (" (more left)" if more else ""),
     )
     requested = [d.delivery_id for d in chosen]
     return json_response({"request_id": request_id, "requested": requested, "more": more}, 202)
