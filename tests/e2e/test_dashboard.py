@@ -69,8 +69,15 @@ def test_the_dashboard_in_a_browser(tmp_path: Path) -> None:
         base = system.endpoints["api_url"].rstrip("/")
         remote = tmp_path / "remote"
         (tmp_path / "local.json").write_text(json.dumps({"path": str(remote)}))
-        system.cli("destinations", "add", "local", "--provider", "file",
-                   "--config", str(tmp_path / "local.json"))
+        system.cli(
+            "destinations",
+            "add",
+            "local",
+            "--provider",
+            "file",
+            "--config",
+            str(tmp_path / "local.json"),
+        )
         add_user(system, "owner@example.com", "owner")
         add_user(system, "member@example.com", "member")
         with chromium() as browser:
@@ -153,8 +160,9 @@ def test_the_dashboard_in_a_browser(tmp_path: Path) -> None:
             expect(member.locator("#destination-form")).to_have_count(0)
             refused = member.request.post(
                 f"{base}/v1/destinations",
-                data=json.dumps({"name": "sneaky", "provider": "file",
-                                 "config": {"path": "/tmp/x"}}),
+                data=json.dumps(
+                    {"name": "sneaky", "provider": "file", "config": {"path": "/tmp/x"}}
+                ),
                 headers={"Content-Type": "application/json", "X-CSRF-Token": csrf_of(member)},
             )
             assert refused.status == 403
