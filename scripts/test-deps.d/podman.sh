@@ -9,13 +9,15 @@ export CONTAINERS_CONF="$PWD/deploy/podman/containers.conf"
 BASE_IMAGE=localhost/debian-base:bookworm
 
 missing=()
-for tool in podman runc debootstrap; do
+# iptables: netavark sets up the bridge network's firewall rules with it ("netavark: No such
+# file or directory" when a machine lacks it).
+for tool in podman runc debootstrap iptables; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    podman runc debootstrap netavark aardvark-dns uidmap
+    podman runc debootstrap netavark aardvark-dns uidmap iptables
 fi
 
 if ! podman image exists "$BASE_IMAGE"; then

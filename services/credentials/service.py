@@ -45,7 +45,7 @@ from shared.vault_rpc import (
     RecordingKeyRequest,
 )
 
-from . import probes, settings, store, webhooks
+from . import probes, settings, store, webhook_routes, webhooks
 from .config import VaultConfig
 from .deferred import collect
 from .facts import Facts
@@ -135,7 +135,7 @@ def subscriptions_active(subs: list[Subscription]) -> checks.Check:
 
 def _failure(subject: str, status: int, message: str) -> Reply:
     problem = Problem(status=status, message=message)
-    webhook_reply = webhooks.failure(subject, problem)
+    webhook_reply = webhook_routes.failure(subject, problem)
     if webhook_reply is not None:
         return webhook_reply
     if subject == SUBJECT_GRANT:
@@ -235,7 +235,7 @@ async def serve(ctx: ServiceContext[VaultConfig]) -> None:
     workers = Workers(cfg.vault_concurrency)
     subs: list[Subscription] = []
     endpoints = webhooks.WebhookEndpoints(ring=ring, vault_key=vault_key, pool=pool, js=ctx.js)
-    routes = _routes(vault, recording_keys) + webhooks.routes(endpoints, REQUESTER_HEADER)
+    routes = _routes(vault, recording_keys) + webhook_routes.routes(endpoints, REQUESTER_HEADER)
     for subject, handler in routes:
         subs.append(
             await ctx.nc.subscribe(subject, queue=QUEUE, cb=_callback(subject, handler, workers))

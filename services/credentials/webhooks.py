@@ -13,16 +13,13 @@ import base64
 import binascii
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from shared import natsio, sealedbox
@@ -33,13 +30,6 @@ from shared.ids import TENANT_ID_RE, is_webhook_id
 from shared.vault_rpc import Problem
 from shared.webhook_rpc import (
     MAX_GRACE_S,
-    SUBJECT_CREATE,
-    SUBJECT_DISABLE,
-    SUBJECT_GET,
-    SUBJECT_LIST,
-    SUBJECT_REMOVE,
-    SUBJECT_ROTATE,
-    SUBJECT_SECRETS,
     WebhookCreate,
     WebhookDisable,
     WebhookListReply,
@@ -58,7 +48,6 @@ from . import webhook_store as store
 from .keys import KeyRing
 
 log = logging.getLogger(__name__)
-S = TypeVar("S", bound=msgspec.Struct)
 
 ALL_TENANTS = "*"
 MAX_URL = 2048
@@ -404,56 +393,3 @@ class WebhookEndpoints:
 
 def _not_found(endpoint_id: str) -> WebhookReply:
     return _problem(404, f"no webhook endpoint {endpoint_id} for this tenant", "endpoint_id")
-
-
-Route = tuple[str, Callable[[Msg], Awaitable[msgspec.Struct]]]
-
-
-def routes(endpoints: WebhookEndpoints, requester_header: str) -> list[Route]:
-    """The ``rpc.vault.webhooks.*`` handlers, for ``service.py`` to subscribe."""
-
-    def decoded(kind: type[S], msg: Msg) -> S:
-        return msgspec.json.decode(msg.data, type=kind)
-
-    async def create(msg: Msg) -> msgspec.Struct:
-        return await endpoints.create(decoded(WebhookCreate, msg))
-
-    async def list_(msg: Msg) -> msgspec.Struct:
-        return await endpoints.list(decoded(WebhookQuery, msg))
-
-    async def get(msg: Msg) -> msgspec.Struct:
-        return await endpoints.get(decoded(WebhookQuery, msg))
-
-    async def remove(msg: Msg) -> msgspec.Struct:
-        return await endpoints.remove(decoded(WebhookQuery, msg))
-
-    async def rotate(msg: Msg) -> msgspec.Struct:
-        return await endpoints.rotate(decoded(WebhookRotate, msg))
-
-    async def disable(msg: Msg) -> msgspec.Struct:
-        return await endpoints.disable(decoded(WebhookDisable, msg))
-
-    async def secrets_(msg: Msg) -> msgspec.Struct:
-        requester = (msg.headers or {}).get(requester_header, "unknown")[:64]
-        return await endpoints.secrets(decoded(WebhookSecretsRequest, msg), requester)
-
-    return [
-        (SUBJECT_CREATE, create),
-        (SUBJECT_LIST, list_),
-        (SUBJECT_GET, get),
-        (SUBJECT_REMOVE, remove),
-        (SUBJECT_ROTATE, rotate),
-        (SUBJECT_DISABLE, disable),
-        (SUBJECT_SECRETS, secrets_),
-    ]
-
-
-def failure(subject: str, problem: Problem) -> msgspec.Struct | None:
-    """The reply of a failed webhook request, or None for another subject."""
-    if subject == SUBJECT_SECRETS:
-        return WebhookSecretsReply(problem=problem)
-    if subject == SUBJECT_LIST:
-        return WebhookListReply(endpoints=[])
-    if subject.startswith("rpc.vault.webhooks."):
-        return WebhookReply(problem=problem)
-    return None

@@ -63,7 +63,7 @@ async def test_admin_creates_tenants_and_tokens_are_shown_once(
     assert tenant_id.startswith("ten_") and r.body["name"] == "acme"
     # the new token works and sees its own (empty) tenant
     r = await api.request("GET", "/v1/recordings", token=token)
-    assert r.status == 200 and r.body == {"recordings": []}
+    assert r.status == 200 and r.body == {"recordings": [], "next_cursor": None}
     # the token is not stored, only its hash
     rows = await db_fetch(database_url, "SELECT * FROM api.tokens WHERE tenant_id = $1", tenant_id)
     assert [r["token_sha256"] for r in rows] == [hashlib.sha256(token.encode()).hexdigest()]

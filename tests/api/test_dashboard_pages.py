@@ -145,3 +145,30 @@ async def test_the_live_stream_sends_own_tenant_changes_only(
             reader.cancel()
     assert not any(others.recording_id in line for line in received)
     assert all(tenant in line for line in received)
+
+
+async def test_the_recordings_page_filters_and_pages(
+    api: ApiProcess, vault: VaultProcess, js: Any, database_url: str
+) -> None:
+    tenant = await dev_tenant_id(database_url)
+    starts = [f.started(tenant, label=f"call {i}") for i in range(27)]
+    await publish_all(js, starts)
+    rid = await a_recording(js, api, tenant, retained=True)
+    owner = await signed_in(api, "pager@pages.example.com", "owner", PASSWORD)
+
+    def ids(html: str) -> list[str]:
+        return re.findall(r'<tr data-recording-id="(rec_[0-9a-f]+)"', html)
+
+    first = await owner.request("GET", "/ui/recordings")
+    assert len(ids(first.text)) == 25, first.text
+    link = re.search(r'href="/ui/recordings\?(cursor=[^"]+)">Next page', first.text)
+    assert link is not None
+    second = await owner.request("GET", "/ui/recordings?" + link.group(1).replace("&amp;", "&"))
+    assert len(ids(second.text)) == 3 and not set(ids(first.text)) & set(ids(second.text))
+    assert "Next page" not in second.text
+    only_retained = await owner.request("GET", "/ui/recordings?state=retained")
+    assert ids(only_retained.text) == [rid]
+    bad = await owner.request("GET", "/ui/recordings?state=exploded")
+    assert bad.status == 422 and "state must be one of" in bad.text
+    none_yet = await owner.request("GET", "/ui/recordings?until=2000-01-01")
+    assert ids(none_yet.text) == [] and "match these filters" in none_yet.text
