@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -162,108 +163,116 @@ class RewrapResult:
         )
 
 
-async def rewrap(
-    pool: asyncpg.Pool, keys: MasterKeys, *, on_progress: Progress | None = None, batch: int = 500
-) -> RewrapResult:
-    """Re-wrap every data key that is not under the newest master key version."""
+@dataclass(frozen=True)
+class _WrappedKeys:
+    """One table of wrapped data keys, as the rewrap loop sees it (no ciphertext is read)."""
+
+    counts: Callable[[asyncpg.Pool], Awaitable[dict[int, int]]]
+    rows_not_at: Callable[..., Awaitable[Sequence[Any]]]
+    key_of: Callable[[Any], str]  # the row's sort key (paging) and its name in failures
+    rewrap: Callable[[MasterKeys, Any, int], bytes]
+    replace: Callable[[asyncpg.Pool, Any, bytes, int], Awaitable[bool]]
+
+
+@dataclass
+class _Counts:
+    to_rewrap: int = 0
+    rewrapped: int = 0
+    failed: list[str] = field(default_factory=list)
+    by_version: dict[int, int] = field(default_factory=dict)
+
+
+DESTINATIONS = _WrappedKeys(
+    counts=store.key_version_counts,
+    rows_not_at=store.wrapped_keys_not_at,
+    key_of=lambda row: row.destination_id,
+    rewrap=lambda keys, row, new: crypto.rewrap_data_key(
+        keys, row.tenant_id, row.destination_id, row.wrapped_key, row.key_version, new
+    ),
+    replace=store.replace_wrapped_key,
+)
+RECORDING_KEYS = _WrappedKeys(
+    counts=reckeys.key_version_counts,
+    rows_not_at=reckeys.rows_not_at,
+    key_of=lambda row: row.recording_id,
+    rewrap=reckeys.rewrap,
+    replace=reckeys.replace_wrapped_key,
+)
+WEBHOOK_SECRETS = _WrappedKeys(
+    counts=webhook_store.key_version_counts,
+    rows_not_at=webhook_store.wrapped_keys_not_at,
+    key_of=lambda row: row.aad_id,
+    rewrap=lambda keys, row, new: crypto.rewrap_data_key(
+        keys, row.tenant_id, row.aad_id, row.wrapped_key, row.key_version, new
+    ),
+    replace=webhook_store.replace_wrapped_key,
+)
+
+
+async def _rewrap_table(
+    table: _WrappedKeys,
+    pool: asyncpg.Pool,
+    keys: MasterKeys,
+    result: RewrapResult,
+    batch: int,
+    on_progress: Progress | None = None,
+) -> _Counts:
+    """Every row of ``table`` not under the newest version, unwrapped and wrapped again one by
+    one, each stored by compare-and-swap; unknown versions and concurrent changes go to
+    ``result``, which the three tables share."""
     newest = keys.newest
-    result = RewrapResult(newest_version=newest)
-    if not await store.schema_exists(pool):
-        return result
-    before = await store.key_version_counts(pool)
-    result.to_rewrap = sum(n for v, n in before.items() if v != newest)
+    counts = _Counts()
+    before = await table.counts(pool)
+    counts.to_rewrap = sum(n for v, n in before.items() if v != newest)
     done = 0
     after = ""
-    while True:
-        rows = await store.wrapped_keys_not_at(pool, newest, after=after, limit=batch)
+    while counts.to_rewrap:
+        rows = await table.rows_not_at(pool, newest, after=after, limit=batch)
         if not rows:
             break
         for row in rows:
-            after = row.destination_id
+            after = table.key_of(row)
             done += 1
             try:
-                wrapped = crypto.rewrap_data_key(
-                    keys,
-                    row.tenant_id,
-                    row.destination_id,
-                    row.wrapped_key,
-                    row.key_version,
-                    newest,
-                )
+                wrapped = table.rewrap(keys, row, newest)
             except crypto.UnknownKeyVersion as exc:
                 result.unknown_version[exc.version] = result.unknown_version.get(exc.version, 0) + 1
                 continue
             except aead.AeadError:
-                result.failed.append(row.destination_id)
+                counts.failed.append(after)
                 continue
-            if await store.replace_wrapped_key(pool, row, wrapped, newest):
-                result.rewrapped += 1
+            if await table.replace(pool, row, wrapped, newest):
+                counts.rewrapped += 1
             else:
                 result.changed_meanwhile += 1
             if on_progress is not None:
-                on_progress(done, max(result.to_rewrap, done))
-    result.by_version = await store.key_version_counts(pool)
-    await _rewrap_recording_keys(pool, keys, result, batch)
-    await _rewrap_webhook_secrets(pool, keys, result, batch)
+                on_progress(done, max(counts.to_rewrap, done))
+    counts.by_version = await table.counts(pool)
+    return counts
+
+
+async def rewrap(
+    pool: asyncpg.Pool, keys: MasterKeys, *, on_progress: Progress | None = None, batch: int = 500
+) -> RewrapResult:
+    """Re-wrap every data key that is not under the newest master key version: destinations',
+    recordings' and webhook secrets'. No secret, media or ciphertext is decrypted."""
+    result = RewrapResult(newest_version=keys.newest)
+    if not await store.schema_exists(pool):
+        return result
+    d = await _rewrap_table(DESTINATIONS, pool, keys, result, batch, on_progress)
+    result.to_rewrap, result.rewrapped, result.failed, result.by_version = (
+        d.to_rewrap,
+        d.rewrapped,
+        d.failed,
+        d.by_version,
+    )
+    r = await _rewrap_table(RECORDING_KEYS, pool, keys, result, batch)
+    result.recordings_to_rewrap, result.recordings_rewrapped = r.to_rewrap, r.rewrapped
+    result.recordings_failed, result.recordings_by_version = r.failed, r.by_version
+    w = await _rewrap_table(WEBHOOK_SECRETS, pool, keys, result, batch)
+    result.webhook_secrets_rewrapped = w.rewrapped
+    result.webhook_secrets_failed, result.webhook_secrets_by_version = w.failed, w.by_version
     return result
-
-
-async def _rewrap_webhook_secrets(
-    pool: asyncpg.Pool, keys: MasterKeys, result: RewrapResult, batch: int
-) -> None:
-    """Webhook signing secrets' data keys, like destinations': no secret is decrypted."""
-    newest = keys.newest
-    after = ""
-    while True:
-        rows = await webhook_store.wrapped_keys_not_at(pool, newest, after=after, limit=batch)
-        if not rows:
-            break
-        for row in rows:
-            after = row.aad_id
-            try:
-                wrapped = crypto.rewrap_data_key(
-                    keys, row.tenant_id, row.aad_id, row.wrapped_key, row.key_version, newest
-                )
-            except crypto.UnknownKeyVersion as exc:
-                result.unknown_version[exc.version] = result.unknown_version.get(exc.version, 0) + 1
-                continue
-            except aead.AeadError:
-                result.webhook_secrets_failed.append(row.aad_id)
-                continue
-            if await webhook_store.replace_wrapped_key(pool, row, wrapped, newest):
-                result.webhook_secrets_rewrapped += 1
-            else:
-                result.changed_meanwhile += 1
-    result.webhook_secrets_by_version = await webhook_store.key_version_counts(pool)
-
-
-async def _rewrap_recording_keys(
-    pool: asyncpg.Pool, keys: MasterKeys, result: RewrapResult, batch: int
-) -> None:
-    """Recordings' data keys: unwrapped and re-wrapped one by one; no media is touched."""
-    newest = keys.newest
-    before = await reckeys.key_version_counts(pool)
-    result.recordings_to_rewrap = sum(n for v, n in before.items() if v != newest)
-    after = ""
-    while before:
-        rows = await reckeys.rows_not_at(pool, newest, after=after, limit=batch)
-        if not rows:
-            break
-        for row in rows:
-            after = row.recording_id
-            try:
-                wrapped = reckeys.rewrap(keys, row, newest)
-            except crypto.UnknownKeyVersion as exc:
-                result.unknown_version[exc.version] = result.unknown_version.get(exc.version, 0) + 1
-                continue
-            except aead.AeadError:
-                result.recordings_failed.append(row.recording_id)
-                continue
-            if await reckeys.replace_wrapped_key(pool, row, wrapped, newest):
-                result.recordings_rewrapped += 1
-            else:
-                result.changed_meanwhile += 1
-    result.recordings_by_version = await reckeys.key_version_counts(pool)
 
 
 # --- retire ------------------------------------------------------------------------------------

@@ -22,8 +22,8 @@ class NotifierConfig(CommonConfig):
     webhook_concurrency: int = setting(64, "Deliveries in flight at once, for all endpoints.")
     webhook_endpoint_concurrency: int = setting(
         4,
-        "Deliveries in flight at once to one endpoint: a slow receiver holds at most this many "
-        "of the slots, never every tenant's.",
+        "Deliveries in flight at once to one endpoint, per notifier process: a slow receiver holds "
+        "at most this many of its slots, never every tenant's.",
     )
     webhook_retry_base_s: float = setting(
         5.0, "First retry delay; each further retry doubles it (with jitter), up to the cap."

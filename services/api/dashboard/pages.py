@@ -16,37 +16,18 @@ from shared.providers import PROVIDERS, fields_of
 
 from .. import audit, listing, query, usage
 from ..errors import ApiError
-from ..roles import Action, Principal, can
+from ..roles import Action, can
 from ..state import STATES
-from ..web import DEPS, PRINCIPAL, Deps
+from ..web import DEPS, Deps, principal_of, require
 from . import live, queries, render
 
 BROADCASTER = web.AppKey("dashboard_broadcaster", live.Broadcaster)
 HIDDEN = "(hidden)"
 
 
-def _principal(request: web.Request, action: Action) -> Principal:
-    principal: Principal | None = request.get(PRINCIPAL)
-    if principal is None:
-        raise web.HTTPSeeOther(f"/signin?next={request.path}")
-    if not can(principal, action):
-        raise ApiError(403, f"Your role ({principal.role}) may not {action.value}.")
-    return principal
-
-
-def _scope(principal: Principal) -> str | None:
-    """The tenant whose data the caller sees; None: every tenant (operators)."""
-    if can(principal, Action.ACROSS_TENANTS):
-        return None
-    if principal.tenant_id is None:
-        raise ApiError(403, "This account belongs to no tenant.")
-    return principal.tenant_id
-
-
 async def recordings_page(request: web.Request) -> web.Response:
-    principal = _principal(request, Action.VIEW_RECORDINGS)
+    scope = query.scope(request, Action.VIEW_RECORDINGS)  # the role check too; None: every tenant
     deps: Deps = request.app[DEPS]
-    scope = _scope(principal)
     state = request.query.get("state", "")
     if state and state not in STATES:
         raise ApiError(422, f"state must be one of {', '.join(STATES)}.", "state")
@@ -111,9 +92,9 @@ FAILURES = ("upload.failed", "upload.retained", "transcode.quarantined", "vault.
 
 
 async def recording_page(request: web.Request) -> web.Response:
-    principal = _principal(request, Action.VIEW_RECORDINGS)
+    scope = query.scope(request, Action.VIEW_RECORDINGS)  # the role check too; None: every tenant
+    principal = principal_of(request)
     deps: Deps = request.app[DEPS]
-    scope = _scope(principal)
     rid = request.match_info["recording_id"]
     view = await queries.one(deps.pool, scope, rid)
     if view is None:
@@ -154,9 +135,9 @@ async def recording_page(request: web.Request) -> web.Response:
 
 
 async def retained_page(request: web.Request) -> web.Response:
-    principal = _principal(request, Action.VIEW_RECORDINGS)
+    scope = query.scope(request, Action.VIEW_RECORDINGS)  # the role check too; None: every tenant
+    principal = principal_of(request)
     deps: Deps = request.app[DEPS]
-    scope = _scope(principal)
     held, _ = await queries.recordings(
         deps.pool, listing.Filters(tenant_id=scope, states=["retained"]), limit=500
     )
@@ -173,11 +154,10 @@ async def retained_page(request: web.Request) -> web.Response:
 
 
 async def usage_page(request: web.Request) -> web.Response:
-    principal = _principal(request, Action.VIEW_USAGE)
     deps: Deps = request.app[DEPS]
     report = await usage.report(
         deps.pool,
-        _scope(principal),
+        query.scope(request, Action.VIEW_USAGE),
         days=30,
         today=datetime.now(UTC).date(),
         default_capacity=deps.config.backup_capacity_bytes,
@@ -197,12 +177,12 @@ async def usage_page(request: web.Request) -> web.Response:
 
 
 async def audit_page(request: web.Request) -> web.Response:
-    principal = _principal(request, Action.VIEW_AUDIT)
     deps: Deps = request.app[DEPS]
+    scope = query.scope(request, Action.VIEW_AUDIT)
     cursor = query.decode_cursor(request, (datetime, str, int))
     rows, more = await audit.entries(
         deps.pool,
-        _scope(principal),
+        scope,
         limit=50,
         after=(cursor[0], cursor[1], cursor[2]) if cursor else None,  # type: ignore[arg-type]
     )
@@ -237,7 +217,7 @@ def provider_forms() -> list[dict[str, Any]]:
 
 
 async def destinations_page(request: web.Request) -> web.Response:
-    principal = _principal(request, Action.VIEW_DESTINATIONS)
+    principal = require(request, Action.VIEW_DESTINATIONS)
     deps: Deps = request.app[DEPS]
     if principal.tenant_id is None:
         tenant = request.query.get("tenant_id", "")
@@ -295,9 +275,8 @@ def _shown(value: Any) -> str:
 
 
 async def live_stream(request: web.Request) -> web.StreamResponse:
-    principal = _principal(request, Action.VIEW_RECORDINGS)
+    scope = query.scope(request, Action.VIEW_RECORDINGS)  # the role check too; None: every tenant
     deps: Deps = request.app[DEPS]
-    scope = _scope(principal)
 
     def allowed(tenant_id: str) -> bool:
         return scope is None or tenant_id == scope
