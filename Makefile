@@ -38,6 +38,7 @@ test: setup lint typecheck test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
+	bash scripts/bench-deps.sh
 	$(BIN)/python -m bench
 
 # The system under kill -9 (resguardo/chaos.py): ONE JSON line of what was lost; exit 1 if any.

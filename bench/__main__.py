@@ -26,6 +26,9 @@ BENCHES = (
     "chunkcrypt",
     "encryption",
     "webhooks",
+    "lipsync",
+    "join",
+    "janus",
 )
 ON_DEMAND = ("capacity",)  # not in the default run: slow, and it reads the proxy bench's figures
 

@@ -4,7 +4,7 @@ one recording (issue 13's goals: proxy CPU per stream <= 1.05x; transcoder and u
 same frames and files through the plaintext paths the code had (and still reads) before it:
 
 - The recording: one participant, ``SECONDS`` of the proxy bench's ~1 Mbit/s VP8 (640x360, 30 fps,
-  ``bench_proxy.encode_media``, looped) and Opus, written by ``make_capture``
+  ``resguardo.packet_media.encode_media``, looped) and Opus, written by ``make_capture``
   (``tests/transcoder/capture_factory.py``) as the proxy writes it: encrypted 5 s segments in
   pseudonymous folders, with the matching events.
 - **Proxy.** The only per-frame work encryption adds to the proxy is in the segment writer. The
@@ -146,14 +146,13 @@ class _LoopedVideo:
 
 
 def make_recording(tmp: Path) -> Capture:
-    import pickle
 
-    from bench.bench_proxy import encode_media
+    from resguardo.packet_media import encode_media, load_media
     from tests.transcoder import capture_factory as cf
 
-    media = tmp / "media.pkl"
+    media = tmp / "media.msgpack"
     encode_media(media)
-    video = pickle.loads(media.read_bytes())["video"]
+    video = load_media(media)["video"]
     cache = cast(dict[object, Any], cf._video)
     saved = cache.get("video/VP8")
     cache["video/VP8"] = _LoopedVideo(video)  # what make_capture encodes for a "pattern" VP8

@@ -3,8 +3,9 @@ proxy process, capture (segments, SHA-256, events) against a receive-only baseli
 
 - The publishers run in a separate process (``python -m bench.bench_proxy publish ...``) and
   encode nothing live: VP8 (640x360, 30 fps, ~1 Mbit/s, a key frame every 2 s) and Opus (20 ms)
-  are encoded once here with PyAV and looped as ``av.Packet``s, which aiortc only packetizes. (An
-  aiortc VP8 encoder per publisher would cost the publisher process far more than the proxy.)
+  are encoded once with PyAV and looped as ``av.Packet``s (``resguardo.packet_media``), which
+  aiortc only packetizes. (An aiortc VP8 encoder per publisher would cost the publisher process
+  far more than the proxy.)
 - The proxy is ``python -m services.proxy`` on an embedded nats-server, measured with psutil on
   its pid over a window after every publisher is connected. A real vault (``services.credentials``
   on an embedded PostgreSQL) issues each recording's key: the proxy asks it once per session and
@@ -23,11 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import hashlib
 import json
 import os
-import pickle
 import secrets
 import sys
 import tempfile
@@ -37,125 +36,18 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-WIDTH, HEIGHT, FPS = 640, 360, 30
-VIDEO_BITRATE = 1_000_000
-LOOP_S = 4
-NOISE_ROWS = 20
-VIDEO_TICKS = 90_000 // FPS
-AUDIO_TICKS = 960  # 20 ms at 48 kHz
-FRAMES_PER_STREAM_S = FPS + 50  # video frames + 20 ms Opus frames
+FRAMES_PER_STREAM_S = 30 + 50  # video frames + 20 ms Opus frames
 WARMUP_S = 3.0
 COUNTS = "4,8,16,32"  # publishers per run (RESGUARDO_BENCH_PROXY_COUNTS)
 CONNECT_BATCH = 4
 TAIL_S = 1.0  # media stops this long before the DELETEs, so nothing is in flight at the end
 
 
-# -- media, encoded once ---------------------------------------------------------------------
-
-
-def encode_media(path: Path) -> dict[str, float]:
-    """Write LOOP_S seconds of VP8 and Opus packets to ``path``; returns their bitrates."""
-    import av
-
-    video: list[bytes] = []
-    enc: Any = av.CodecContext.create("libvpx", "w")
-    enc.width, enc.height, enc.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-    enc.time_base = fractions.Fraction(1, FPS)
-    enc.framerate = fractions.Fraction(FPS, 1)
-    enc.bit_rate = VIDEO_BITRATE
-    enc.gop_size = 2 * FPS
-    enc.options = {
-        "deadline": "realtime",
-        "cpu-used": "8",
-        "lag-in-frames": "0",
-    }
-    ramp = bytes((i * 7) & 0xFF for i in range(2 * WIDTH + 64))
-    for i in range(LOOP_S * FPS):
-        # a moving ramp with a band of fresh noise: enough detail for libvpx to reach its
-        # bitrate (pure noise overshoots it many times; a plain ramp stays under it)
-        frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
-        y = frame.planes[0]
-        rows = []
-        for r in range(HEIGHT):
-            if r < NOISE_ROWS:
-                rows.append(os.urandom(y.line_size))
-            else:
-                offset = (r + 4 * i) % WIDTH
-                rows.append(ramp[offset : offset + y.line_size])
-        y.update(b"".join(rows))
-        for plane in frame.planes[1:]:
-            plane.update(bytes([128]) * plane.buffer_size)
-        frame.pts = i
-        video.extend(bytes(p) for p in enc.encode(frame))
-    video.extend(bytes(p) for p in enc.encode(None))
-    video = video[: LOOP_S * FPS]
-    assert len(video) == LOOP_S * FPS and not video[0][0] & 1, "the loop must open on a key frame"
-
-    audio: list[bytes] = []
-    aenc: Any = av.CodecContext.create("libopus", "w")
-    aenc.sample_rate, aenc.layout, aenc.format = 48_000, "mono", "s16"
-    aenc.bit_rate = 32_000
-    tone = bytes(range(256)) * (AUDIO_TICKS * 2 // 256 + 1)
-    for i in range(LOOP_S * 50):
-        af = av.AudioFrame(format="s16", layout="mono", samples=AUDIO_TICKS)
-        af.planes[0].update(tone[: AUDIO_TICKS * 2])
-        af.sample_rate = 48_000
-        af.pts = i * AUDIO_TICKS
-        af.time_base = fractions.Fraction(1, 48_000)
-        audio.extend(bytes(p) for p in aenc.encode(af))
-    path.write_bytes(pickle.dumps({"video": video, "audio": audio}))
-    return {
-        "video_kbit_s": sum(map(len, video)) * 8 / LOOP_S / 1000,
-        "audio_kbit_s": sum(map(len, audio)) * 8 / (len(audio) * 0.02) / 1000,
-    }
-
-
-# -- the publisher process -------------------------------------------------------------------
-
-
-def packet_track_class() -> Any:
-    import av
-    from aiortc import MediaStreamTrack
-
-    class PacketTrack(MediaStreamTrack):
-        """Loops pre-encoded packets at their real pace; ``pause()`` stops the flow."""
-
-        def __init__(self, kind: str, packets: list[bytes], ticks: int, rate: int) -> None:
-            super().__init__()
-            self.kind = kind
-            self.packets = packets
-            self.ticks = ticks
-            self.rate = rate
-            self.period = ticks / rate
-            self.frames = 0
-            self._start: float | None = None
-            self._paused = asyncio.Event()
-
-        def pause(self) -> None:
-            self._paused.set()
-
-        async def recv(self) -> Any:
-            if self._start is None:
-                self._start = time.time()
-            else:
-                wait = self._start + self.frames * self.period - time.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            if self._paused.is_set():
-                await asyncio.Event().wait()  # never: the sender waits until it is stopped
-            packet = av.Packet(self.packets[self.frames % len(self.packets)])
-            packet.pts = self.frames * self.ticks
-            packet.time_base = fractions.Fraction(1, self.rate)
-            self.frames += 1
-            return packet
-
-    return PacketTrack
-
-
 async def publish_main(config: dict[str, Any], media: dict[str, list[bytes]]) -> None:
+    from resguardo.packet_media import AUDIO_TICKS, VIDEO_TICKS, PacketTrack
     from resguardo.publisher import Publisher
 
-    track = packet_track_class()
+    track = PacketTrack
     pubs = []
     for url, token in config["targets"]:
         video = track("video", media["video"], VIDEO_TICKS, 90_000)
@@ -444,7 +336,9 @@ async def run() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
         work = Path(tmp)
-        media = work / "media.pkl"
+        media = work / "media.msgpack"
+        from resguardo.packet_media import encode_media
+
         rates = encode_media(media)
         print(
             f"  media: VP8 {rates['video_kbit_s']:.0f} kbit/s, Opus {rates['audio_kbit_s']:.0f} "
@@ -492,6 +386,8 @@ async def run() -> list[dict[str, object]]:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "publish":
         cfg = json.loads(sys.argv[2])
-        asyncio.run(publish_main(cfg, pickle.loads(Path(cfg["media"]).read_bytes())))
+        from resguardo.packet_media import load_media
+
+        asyncio.run(publish_main(cfg, load_media(Path(cfg["media"]))))
     else:
         raise SystemExit("usage: python -m bench proxy")

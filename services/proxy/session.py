@@ -1,18 +1,17 @@
 """WHIP sessions: one aiortc peer connection per publisher, its track captures, and the registry.
 
 A session's life: ``negotiate`` (offer -> answer, captures attached to the receivers) ->
-``announce`` (``participant_joined``) -> media -> ``end`` (close the peer connection, finish every
-segment, ``track_ended`` per track, ``participant_left``). ``end`` is idempotent and is what DELETE,
+``announce`` (``participant_joined``) -> media -> ``end`` (take in the media already received,
+close the peer connection, finish every segment, ``track_ended`` per track,
+``participant_left``). ``end`` is idempotent and is what DELETE,
 a failed/closed connection, a stop request and shutdown all call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ from shared.events import now
 from shared.events.base import Event
 from shared.recording_key import RecordingKey
 
-from . import capture, facts, media, metrics
+from . import capture, facts, media, metrics, sockets
 from .config import ProxyConfig
 from .errors import WhipRefused
 
@@ -89,31 +88,6 @@ def parse_offer(text: str) -> list[media.OfferMedia]:
             )
         )
     return out
-
-
-def enlarge_receive_buffers(pc: RTCPeerConnection, size: int) -> None:
-    """Ask for ``size`` bytes of receive buffer on each of the session's ICE sockets.
-
-    The default (~200 KB, some 90 packets) overflows, and drops media, when the event loop is
-    held up for a second or so (a busy machine, a slow disk); the kernel caps the size at
-    net.core.rmem_max. Reaches into aiortc/aioice privates (pinned versions): a failure here
-    only leaves the default.
-    """
-    if size <= 0:
-        return
-    seen: set[int] = set()
-    for t in pc.getTransceivers():
-        try:
-            protocols = t.receiver.transport.transport._connection._protocols
-        except AttributeError:
-            continue
-        for protocol in protocols:
-            sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
-            if sock is None or sock.fileno() in seen:
-                continue
-            seen.add(sock.fileno())
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 def new_session_id() -> str:
@@ -232,7 +206,7 @@ class WhipSession:
         self._keep_recordable_codecs()
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)  # aiortc gathers every candidate here
-        enlarge_receive_buffers(self.pc, self.config.udp_receive_buffer_bytes)
+        sockets.enlarge_receive_buffers(self.pc, self.config.udp_receive_buffer_bytes)
         local = self.pc.localDescription
         if local is None:
             raise WhipRefused(500, "The proxy could not make an SDP answer; try again.")
@@ -306,6 +280,14 @@ class WhipSession:
         )
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
+        if self.pc.connectionState == "connected":
+            # media sent before the end but not read yet (the proxy was behind) is recorded too
+            waited = await sockets.take_in_received(self.pc)
+            if waited > 0.1:
+                log.info(
+                    "took in the media received before the end",
+                    extra={"session_id": self.session_id, "waited_s": round(waited, 2)},
+                )
         for receiver in self._receivers.values():
             capture.flush_held_frame(receiver)
         for cap_ in self.captures.values():

@@ -83,6 +83,10 @@ def _tracks(plan: FilePlan | CompositePlan) -> list[dict[str, Any]]:
             "codec": t.codec,
             "starts_at_s": (offset + t.start_ms) / 1000,
             "ends_at_s": (offset + t.end_ms) / 1000,
+            # "sender_report": placed by the sender's own clock (RTCP); "arrival": the sender
+            # sent no report, so by when its frames reached the proxy
+            "alignment": t.alignment,
+            **({"clock_drift_ppm": t.drift_ppm} if t.alignment == "sender_report" else {}),
         }
         for p, offset in members
         for s in p.streams

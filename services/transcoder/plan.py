@@ -2,13 +2,17 @@
 captured frame lands on the file's timeline.
 
 Timeline rule: one file per participant, timestamps in milliseconds from the participant's
-earliest captured frame (wall clock). A track starts at its first frame's wall-clock offset and
-advances with its RTP clock, so audio and video stay aligned and a reconnect's gap stays a gap.
+earliest captured frame (wall clock). A track starts at its anchor and advances with its RTP
+clock, so audio and video stay aligned and a reconnect's gap stays a gap. Where the sender sent
+RTCP sender reports, the anchor and the rate come from the sender's own clock (``clocks.py``:
+what delayed a track on the way does not matter, and a drifting camera clock is corrected);
+otherwise from arrival times.
 Within one output stream timestamps strictly increase: a track never starts before the previous
 track of that stream ended, and equal timestamps are nudged forward by 1 ms.
 
-A track's anchor is the wall clock its first RTP timestamp stands for, taken from the least delayed
-frame of its first seconds (a large first key frame arrives late; the frames after it do not).
+A track's arrival anchor is the wall clock its first RTP timestamp stands for, taken from the
+least delayed frame of its first seconds (a large first key frame arrives late; the frames after
+it do not).
 If the RTP clock jumps backwards or strays from the wall clock by more than ``REANCHOR_MS`` (a
 sender restart, a bad unwrap), the track is re-anchored on the wall clock: never hours of silence.
 
@@ -27,12 +31,13 @@ from dataclasses import dataclass
 from shared.capture_format import Frame
 from shared.ids import is_safe_name
 
+from .bitstream import is_keyframe, opus_duration_ms
+from .clocks import Anchor, track_anchors
 from .errors import PlanError
 from .state import RecordingCapture, Segment, Track
 
 UNITS_PER_S = 1000  # the output time base is 1/1000 s (Matroska's default timestamp scale)
 NS_PER_UNIT = 1_000_000_000 // UNITS_PER_S
-ANCHOR_WINDOW_NS = 10_000_000_000  # segments whose frames refine a track's anchor
 REANCHOR_MS = 5_000  # RTP time further than this from the wall clock is not believed
 LOSS_MIN_MS = 100  # a video RTP gap at least this long (and 2.5 frames) means lost frames
 LOSS_FRAMES = 2.5
@@ -90,6 +95,17 @@ class TrackPlan:
     start_ms: int  # where the track's first frame lands in the file
     end_ms: int  # where its last frame lands
     segments: tuple[Segment, ...]
+    # How RTP time advances on the file's timeline: the sender's measured rate (drift
+    # corrected) when it sent RTCP sender reports; 0.0 means the nominal clock rate.
+    ns_per_tick: float = 0.0
+    alignment: str = "arrival"  # "sender_report": placed by the sender's clock; or by arrival
+    drift_ppm: float = 0.0  # how much faster than nominal the sender's RTP clock ran
+
+    def ticks_to_ms(self, delta: int) -> int:
+        """RTP ticks (from this track's clock) as file milliseconds, rounded."""
+        if self.ns_per_tick > 0:
+            return round(delta * self.ns_per_tick / NS_PER_UNIT)
+        return _rtp_ms(delta, self.clock_rate)
 
 
 @dataclass(frozen=True)
@@ -134,8 +150,7 @@ class FilePlan:
 
 def rtp_to_ms(track: TrackPlan, rtp_ts: int) -> int:
     """The file timestamp (ms) of a frame of ``track`` with RTP timestamp ``rtp_ts``."""
-    delta = rtp_ts - track.first_rtp_ts
-    return track.start_ms + (delta * UNITS_PER_S + track.clock_rate // 2) // track.clock_rate
+    return track.start_ms + track.ticks_to_ms(rtp_ts - track.first_rtp_ts)
 
 
 def _ns_to_ms(ns: int) -> int:
@@ -144,26 +159,6 @@ def _ns_to_ms(ns: int) -> int:
 
 def _recorded(state: RecordingCapture, track: Track) -> list[Segment]:
     return [s for s in state.segments_of(track.track_id) if s.frames > 0]
-
-
-def track_anchor_ns(track: Track, segments: Iterable[Segment]) -> int:
-    """The wall clock (ns) of the track's first RTP timestamp: the earliest that any frame of its
-    first seconds implies. Arrival delay is never negative, so the least delayed frame wins."""
-    first_rtp = min((s.first_rtp_ts for s in segments), default=0)
-    best = track.first_frame_wallclock_ns
-    limit = track.first_frame_wallclock_ns + ANCHOR_WINDOW_NS
-    for seg in segments:
-        for wall, rtp in (
-            (seg.first_wallclock_ns, seg.first_rtp_ts),
-            (seg.last_wallclock_ns, seg.last_rtp_ts),
-        ):
-            if wall <= 0 or wall > limit or rtp < first_rtp:
-                continue
-            implied = wall - (rtp - first_rtp) * 1_000_000_000 // track.clock_rate
-            # Never earlier than a frame could have been: bounded by a plausible jitter.
-            if track.first_frame_wallclock_ns - implied < ANCHOR_WINDOW_NS // 20:
-                best = min(best, implied)
-    return best
 
 
 def plan_files(state: RecordingCapture, options: OutputOptions | None = None) -> list[FilePlan]:
@@ -192,9 +187,9 @@ def plan_files(state: RecordingCapture, options: OutputOptions | None = None) ->
             info = codec_info(t.codec)
             if info is None or info.kind != t.kind:
                 raise PlanError(f"track {t.track_id} has codec {t.codec}, which cannot be remuxed")
-        anchors = {t.track_id: track_anchor_ns(t, segs) for t, segs in tracks}
-        t0 = min(anchors.values())
-        ordered = sorted(tracks, key=lambda ts: (anchors[ts[0].track_id], ts[0].track_id))
+        anchors = track_anchors(tracks)
+        t0 = min(a.wall_ns for a in anchors.values())
+        ordered = sorted(tracks, key=lambda ts: (anchors[ts[0].track_id].wall_ns, ts[0].track_id))
         has_video = any(t.kind == "video" for t, _ in tracks)
         media = "video" if has_video else "audio"
         if options.format == "mp4":
@@ -222,7 +217,7 @@ def plan_files(state: RecordingCapture, options: OutputOptions | None = None) ->
 _Members = list[tuple[Track, list[Segment]]]
 
 
-def _native_streams(tracks: _Members, anchors: dict[str, int], t0: int) -> list[StreamPlan]:
+def _native_streams(tracks: _Members, anchors: dict[str, Anchor], t0: int) -> list[StreamPlan]:
     """Captured codecs as they are: one stream per (kind, codec)."""
     streams: list[StreamPlan] = []
     keys = sorted({(t.kind, t.codec.lower()) for t, _ in tracks}, key=_stream_order)
@@ -232,7 +227,7 @@ def _native_streams(tracks: _Members, anchors: dict[str, int], t0: int) -> list[
     return streams
 
 
-def _mp4_streams(tracks: _Members, anchors: dict[str, int], t0: int) -> list[StreamPlan]:
+def _mp4_streams(tracks: _Members, anchors: dict[str, Anchor], t0: int) -> list[StreamPlan]:
     """At most one H.264 and one AAC stream: H.264 passes through when every video track is
     H.264; anything else is re-encoded."""
     streams: list[StreamPlan] = []
@@ -254,7 +249,9 @@ def _stream_order(key: tuple[str, str]) -> tuple[int, str]:
     return (0 if kind == "video" else 1, codec)
 
 
-def _plan_tracks(members: _Members, anchors: dict[str, int], t0_ns: int) -> tuple[TrackPlan, ...]:
+def _plan_tracks(
+    members: _Members, anchors: dict[str, Anchor], t0_ns: int
+) -> tuple[TrackPlan, ...]:
     out: list[TrackPlan] = []
     prev_end = -1
     for track, segs in members:  # already in wall-clock order of their anchors
@@ -262,12 +259,19 @@ def _plan_tracks(members: _Members, anchors: dict[str, int], t0_ns: int) -> tupl
         assert info is not None
         first_rtp = min(s.first_rtp_ts for s in segs)
         last_rtp = max(s.last_rtp_ts for s in segs)
-        start = _ns_to_ms(anchors[track.track_id] - t0_ns)
+        anchor = anchors[track.track_id]
+        start = _ns_to_ms(anchor.wall_ns - t0_ns)
+        fitted = anchor.source == "sender_report"
         if out and start <= prev_end:
             # Overlapping sessions (a reconnect before the old session timed out): play the new
             # one after the old one instead of interleaving two cameras' frames.
             start = prev_end + info.default_frame_ms
-        length = _rtp_ms(last_rtp - first_rtp, track.clock_rate)
+        ns_per_tick = anchor.ns_per_tick if fitted else 0.0
+        length = (
+            round((last_rtp - first_rtp) * ns_per_tick / NS_PER_UNIT)
+            if fitted
+            else _rtp_ms(last_rtp - first_rtp, track.clock_rate)
+        )
         wall = _ns_to_ms(
             max(s.last_wallclock_ns for s in segs) - min(s.first_wallclock_ns for s in segs)
         )
@@ -283,6 +287,9 @@ def _plan_tracks(members: _Members, anchors: dict[str, int], t0_ns: int) -> tupl
             start_ms=start,
             end_ms=start + length,
             segments=tuple(segs),
+            ns_per_tick=ns_per_tick,
+            alignment=anchor.source,
+            drift_ppm=anchor.drift_ppm,
         )
         out.append(plan)
         prev_end = plan.end_ms
@@ -300,60 +307,6 @@ class TimedFrame:
     data: bytes
     stream_index: int = 0
     track_index: int = 0  # which of the stream's tracks (a new bitstream: a new decoder)
-
-
-def vp8_is_keyframe(data: bytes) -> bool:
-    """RFC 6386 9.1: bit 0 of the frame tag is 0 for a key frame."""
-    return bool(data) and not data[0] & 1
-
-
-def vp8_dimensions(data: bytes) -> tuple[int, int] | None:
-    """Width and height from a VP8 key frame header (RFC 6386 9.1), or None if not a key frame.
-
-    Bytes 3..5 are the start code 9d 01 2a; then 16-bit little-endian width and height, whose
-    top two bits are the scaling mode.
-    """
-    if len(data) < 10 or not vp8_is_keyframe(data) or data[3:6] != b"\x9d\x01\x2a":
-        return None
-    width = int.from_bytes(data[6:8], "little") & 0x3FFF
-    height = int.from_bytes(data[8:10], "little") & 0x3FFF
-    return (width, height) if width and height else None
-
-
-_SILK_MS = (10.0, 20.0, 40.0, 60.0)
-_HYBRID_MS = (10.0, 20.0)
-_CELT_MS = (2.5, 5.0, 10.0, 20.0)
-
-
-def opus_duration_ms(data: bytes) -> float | None:
-    """An Opus packet's duration from its TOC byte (RFC 6716 3.1), or None if malformed."""
-    if not data:
-        return None
-    config = data[0] >> 3
-    if config < 12:
-        frame = _SILK_MS[config % 4]
-    elif config < 16:
-        frame = _HYBRID_MS[config % 2]
-    else:
-        frame = _CELT_MS[config % 4]
-    code = data[0] & 3
-    if code == 0:
-        count = 1
-    elif code in (1, 2):
-        count = 2
-    else:
-        if len(data) < 2:
-            return None
-        count = data[1] & 0x3F
-        if count == 0:
-            return None
-    return frame * count
-
-
-def is_keyframe(codec: str, frame: Frame) -> bool:
-    if codec == "video/vp8":
-        return vp8_is_keyframe(frame.data)
-    return frame.keyframe
 
 
 def _frame_duration(codec: str, data: bytes, gap_ms: int | None, fallback: int) -> int:
@@ -386,7 +339,7 @@ class _Clock:
         if self.wall0 is None:
             self.wall0 = frame.wallclock_ns
         wall_ms = t.start_ms + _ns_to_ms(frame.wallclock_ns - self.wall0)
-        rtp_ms = self.ms0 + _rtp_ms(frame.rtp_ts - self.rtp0, t.clock_rate)
+        rtp_ms = self.ms0 + t.ticks_to_ms(frame.rtp_ts - self.rtp0)
         backwards = self.prev_rtp is not None and frame.rtp_ts < self.prev_rtp
         if backwards or abs(rtp_ms - wall_ms) > REANCHOR_MS:
             self.rtp0, self.ms0 = frame.rtp_ts, max(wall_ms, last_pts + 1)

@@ -18,6 +18,7 @@ import av
 
 from shared.capture_format import Frame
 
+from .bitstream import vp8_dimensions
 from .errors import SegmentInvalid
 from .media import (
     RATE,
@@ -37,7 +38,6 @@ from .plan import (
     StreamPlan,
     TrackPlan,
     timed_frames,
-    vp8_dimensions,
 )
 from .prefetch import prefetched
 from .sealing import RecordingFiles

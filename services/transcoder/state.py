@@ -43,6 +43,8 @@ class Segment:
     last_rtp_ts: int
     first_wallclock_ns: int
     last_wallclock_ns: int
+    # RTCP sender reports of the segment's time: (rtp_ts on the capture timeline, NTP Unix ns)
+    sender_reports: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,7 @@ def evolve(state: RecordingCapture, event: Event) -> RecordingCapture:
             last_rtp_ts=event.last_rtp_ts,
             first_wallclock_ns=event.first_wallclock_ns,
             last_wallclock_ns=event.last_wallclock_ns,
+            sender_reports=event.sender_reports,
         )
         return replace(state, segments=_with(state.segments, key, seg))
     if isinstance(event, cap.CaptureClosed):

@@ -97,11 +97,30 @@ def media_file(
     backup_root: Path, sealed: tx.RecordingSealed, key: bytes | bytearray, dest: Path
 ) -> Path:
     """The one participant's own file (other media files, such as a composite, are not ours),
-    decrypted with the recording's ``key`` into ``dest`` under its real name; checked against
-    the size and SHA-256 of the plaintext that the sealed event announced."""
-    media = [f for f in sealed.files if f.role == "media" and f.participant_id]
-    assert len(media) == 1, sealed.files
-    (f,) = media
+    decrypted with the recording's ``key`` into ``dest`` under its real name."""
+    files = media_files(backup_root, sealed, key, dest)
+    assert len(files) == 1, sealed.files
+    return next(iter(files.values()))
+
+
+def media_files(
+    backup_root: Path, sealed: tx.RecordingSealed, key: bytes | bytearray, dest: Path
+) -> dict[str, Path]:
+    """Every participant's own file by participant id, decrypted with the recording's ``key``
+    into ``dest`` under its real name; each checked against the size and SHA-256 of the
+    plaintext that the sealed event announced."""
+    return {
+        f.participant_id: sealed_file(backup_root, sealed, key, dest, f.name)
+        for f in sealed.files
+        if f.role == "media" and f.participant_id
+    }
+
+
+def sealed_file(
+    backup_root: Path, sealed: tx.RecordingSealed, key: bytes | bytearray, dest: Path, name: str
+) -> Path:
+    """The sealed output file ``name`` (e.g. "manifest.json"), decrypted into ``dest``."""
+    (f,) = [f for f in sealed.files if f.name == name]
     output = backup_root / sealed.output_dir
     stored = output / f.stored_name
     assert stored.is_file(), sorted(p.name for p in output.iterdir())

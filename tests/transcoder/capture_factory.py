@@ -262,6 +262,12 @@ class ParticipantSpec:
     lost_segment_keyframes: tuple[int, ...] = ()
     # The sender's RTP clock jumps: (kind, at_s, ticks) from the recording's start on.
     rtp_jumps: tuple[tuple[str, float, int], ...] = ()
+    # RTCP sender reports, one a second per track, as aiortc sends them: the RTP time of the
+    # latest frame against the sender's wall clock when it was sent (``sender_clock_offset_s``
+    # away from the proxy's, plus a send delay of 2 to 9 ms).
+    sender_reports: bool = False
+    sender_clock_offset_s: float = 3.7
+    video_clock_ppm: float = 0.0  # the camera's RTP clock runs this much fast
 
 
 @dataclass
@@ -322,6 +328,21 @@ class Capture:
         return self.rec_dir / seg.path
 
 
+def _sender_reports(
+    spec: ParticipantSpec, captured: list[tuple[int, int]], *, every: int
+) -> list[tuple[int, int]]:
+    """(rtp_ts, ntp_unix_ns) every ``every`` frames of ``captured`` ((capture ns, rtp_ts)
+    pairs): the sender's clock at sending, ``sender_clock_offset_s`` off the proxy's."""
+    if not spec.sender_reports:
+        return []
+    assert not spec.lost and not spec.rtp_jumps, "sender reports assume every frame, one clock"
+    offset = int(spec.sender_clock_offset_s * 1e9)
+    return [
+        (rtp, wall + offset + (2 + (n * 7) % 8) * 1_000_000)
+        for n, (wall, rtp) in enumerate(captured[::every])
+    ]
+
+
 def _write_track(
     rec_dir: Path,
     rid: str,
@@ -336,6 +357,7 @@ def _write_track(
     key: bytes,
     stored: dict[str, str],
     lost_segment_keyframes: tuple[int, ...] = (),
+    sender_reports: list[tuple[int, int]] | None = None,
 ) -> tuple[CapturedTrack, list[Event]]:
     track_id = f"{pid}-{session_id}-{kind}"
     channels = 2 if kind == "audio" else 0
@@ -392,6 +414,9 @@ def _write_track(
             first_wallclock_ns=s.first_wallclock_ns,
             last_wallclock_ns=s.last_wallclock_ns,
             keyframes=s.keyframes,
+            sender_reports=tuple(
+                r for r in sender_reports or () if s.first_rtp_ts <= r[0] <= s.last_rtp_ts
+            ),
         )
         track.segments.append(event)
         events.append(event)
@@ -484,7 +509,7 @@ def make_capture(
                 delay = int(spec.video_delay_ms * 1e6)
                 frames = [
                     Frame(
-                        rtp_ts=i * (VIDEO_CLOCK // FPS)
+                        rtp_ts=round(i * (VIDEO_CLOCK // FPS) * (1 + spec.video_clock_ppm * 1e-6))
                         + _jump(spec, "video", session.start_s + i / FPS),
                         # a little arrival jitter, as on a real network
                         wallclock_ns=t_start
@@ -498,10 +523,14 @@ def make_capture(
                     for i, (key, data) in enumerate(packets)
                     if not _lost(spec, "video", session.start_s + i / FPS)
                 ]
+                reports = _sender_reports(
+                    spec, [(i * 1_000_000_000 // FPS + t_start, f.rtp_ts)
+                           for i, f in enumerate(frames)], every=FPS,
+                )  # fmt: skip
                 track, evs = _write_track(
                     rec_dir, rid, tenant, spec.participant_id, session_id, "video",
                     spec.video, frames, VIDEO_CLOCK, segment_s, data_key, stored,
-                    spec.lost_segment_keyframes,
+                    spec.lost_segment_keyframes, reports,
                 )  # fmt: skip
                 tracks.append(track)
                 events.extend(evs)
@@ -521,9 +550,14 @@ def make_capture(
                     for i, data in enumerate(_audio_for(spec, session, lag).packets(count))
                     if not _lost(spec, "audio", session.start_s + lag + i * 0.02)
                 ]
+                reports = _sender_reports(
+                    spec, [(a_start + i * 20_000_000, f.rtp_ts)
+                           for i, f in enumerate(frames)], every=50,
+                )  # fmt: skip
                 track, evs = _write_track(
                     rec_dir, rid, tenant, spec.participant_id, session_id, "audio",
                     spec.audio, frames, AUDIO_CLOCK, segment_s, data_key, stored,
+                    (), reports,
                 )  # fmt: skip
                 tracks.append(track)
                 events.extend(evs)

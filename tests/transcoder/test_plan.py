@@ -9,16 +9,14 @@ from pathlib import Path
 import pytest
 from msgspec.structs import replace
 
+from services.transcoder.bitstream import opus_duration_ms, vp8_dimensions, vp8_is_keyframe
 from services.transcoder.errors import PlanError
 from services.transcoder.plan import (
     StreamPlan,
     TrackPlan,
-    opus_duration_ms,
     plan_files,
     rtp_to_ms,
     timed_frames,
-    vp8_dimensions,
-    vp8_is_keyframe,
 )
 from services.transcoder.state import fold
 from shared.capture_format import Frame
