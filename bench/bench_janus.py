@@ -40,7 +40,6 @@ RESGUARDO_BENCH_JANUS_REPEATS (3). Janus missing: run ``scripts/bench-deps.sh``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import statistics
@@ -51,7 +50,7 @@ from asyncio.subprocess import PIPE
 from pathlib import Path
 from typing import Any
 
-from bench.bench_proxy import CONNECT_BATCH, TAIL_S, WARMUP_S, Phase, run_phase, start_vault
+from bench.bench_proxy import CONNECT_BATCH, TAIL_S, WARMUP_S, Phase, run_phase
 from bench.janus import JanusApi, JanusServer, count_frames, janus_binary, janus_lib
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -255,9 +254,7 @@ def rows_for(runs: list[tuple[Phase, Phase]], receive_only: list[Phase]) -> list
 
 
 async def run() -> list[dict[str, object]]:
-    from resguardo.packet_media import encode_media
-    from shared import natsio
-    from shared.embedded import NatsServer, Postgres
+    from bench.servers import encoded_media, proxy_servers
 
     janus_binary(), janus_lib()  # fail early, before any server starts
     streams = int(os.environ.get("RESGUARDO_BENCH_JANUS_STREAMS", "16"))
@@ -267,24 +264,9 @@ async def run() -> list[dict[str, object]]:
     receive_only: list[Phase] = []
     with tempfile.TemporaryDirectory(prefix="bench-janus-") as tmp:
         work = Path(tmp)
-        media = work / "media.msgpack"
-        rates = encode_media(media)
-        print(
-            f"  media: VP8 {rates['video_kbit_s']:.0f} kbit/s, Opus {rates['audio_kbit_s']:.0f} "
-            "kbit/s (pre-encoded, looped)",
-            file=sys.stderr,
-        )
-        async with contextlib.AsyncExitStack() as stack:  # every server stopped, whatever failed
-            server = NatsServer(work / "nats").start()
-            stack.callback(server.stop)
-            pg = Postgres(work / "pg").start()
-            stack.callback(pg.stop)
-            vault = await asyncio.to_thread(start_vault, work, server.url, pg.url)
-            stack.callback(vault.stop)
-            nc = await natsio.connect(server.url, name="bench-janus")
-            stack.push_async_callback(nc.close)
-            js = nc.jetstream()
-            await natsio.ensure_streams(js)
+        media = encoded_media(work)
+        async with proxy_servers(work, "bench-janus") as servers:
+            js, server = servers.js, servers.nats
             sides = ["ours", "janus", "receive-only"]
             for r in range(repeats):  # rotate which side goes first
                 phases: dict[str, Phase] = {}

@@ -14,7 +14,6 @@ the idle machine; each is repeated ``RUNS`` times (median and worst reported).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import statistics
 import sys
@@ -48,29 +47,14 @@ async def one_run(
     js: JetStreamContext, nats: NatsServer, work: Path, media: Path, load: int
 ) -> Run:
     from shared.events import captures
-    from tests.proxy.conftest import (
-        history,
-        make_proxy,
-        recording_key,
-        start_recording,
-        stop_recording,
-        wait_for_event,
-    )
-    from tests.proxy.join import count_written, cpu_load, run_publishers, shortfalls
+    from tests.proxy.conftest import make_proxy, recording_key
+    from tests.proxy.join import count_written, joined_call, shortfalls
 
     await asyncio.to_thread(work.mkdir)
     proxy = make_proxy(work, nats, segment_seconds="2", log_level="WARNING")
-    await proxy.start()
-    try:
-        rec = await start_recording(js)
-        targets = [(proxy.whip_url(rec.rid), rec.token, f"p{i:02d}") for i in range(PUBLISHERS)]
-        with cpu_load(load):
-            report = await run_publishers(media, proxy.ca_file, targets, SECONDS)
-        await stop_recording(js, rec)
-        await wait_for_event(js, f"captures.{rec.rid}.closed", timeout=60)
-        events = await history(js, rec.rid)
-    finally:
-        proxy.process.stop()
+    report, events, rec = await joined_call(
+        js, proxy, media, publishers=PUBLISHERS, seconds=SECONDS, load=load
+    )
     assert sum(isinstance(e, captures.CaptureClosed) for e in events) == 1
     key = await recording_key(js, rec)
     rows = shortfalls(report, count_written(proxy.rec_dir(rec), events, key))
@@ -95,42 +79,25 @@ def describe(runs: list[Run]) -> str:
 
 
 async def run() -> list[dict[str, object]]:
-    from resguardo.packet_media import encode_media
-    from shared import natsio
-    from shared.embedded import NatsServer, Postgres
-    from tests.credentials.helpers import start_ready_vault
+    from bench.servers import encoded_media, proxy_servers
 
     runs_n = int(os.environ.get("RESGUARDO_BENCH_JOIN_RUNS", "3"))
     load = int(os.environ.get("RESGUARDO_BENCH_JOIN_LOAD", "6"))
     results: dict[str, list[Run]] = {"loaded": [], "idle": []}
     with tempfile.TemporaryDirectory(prefix="bench-join-") as tmp:
         work = Path(tmp)
-        media = work / "media.msgpack"
-        encode_media(media)
-        with contextlib.ExitStack() as stack:  # every server stopped, whichever failed
-            server = NatsServer(work / "nats").start()
-            stack.callback(server.stop)
-            pg = Postgres(work / "pg").start()
-            stack.callback(pg.stop)
-            vault = await asyncio.to_thread(start_ready_vault, work, server.url, pg.url)
-            stack.callback(vault.stop)
-            nc = await natsio.connect(server.url, name="bench-join")
-            try:
-                js = nc.jetstream()
-                await natsio.ensure_streams(js)
-                for i in range(runs_n):
-                    for mode, busy in (("loaded", load), ("idle", 0)):
-                        r = await one_run(js, server, work / f"{mode}-{i}", media, busy)
-                        results[mode].append(r)
-                        print(
-                            f"  join {mode:>6} run {i + 1}: {r.written}/{r.sent} frames written "
-                            f"({r.ratio:.3f}){'; worst ' + r.worst_track if r.worst_track else ''}",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-            finally:
-                with contextlib.suppress(Exception):
-                    await nc.close()
+        media = encoded_media(work)
+        async with proxy_servers(work, "bench-join") as servers:
+            for i in range(runs_n):
+                for mode, busy in (("loaded", load), ("idle", 0)):
+                    r = await one_run(servers.js, servers.nats, work / f"{mode}-{i}", media, busy)
+                    results[mode].append(r)
+                    print(
+                        f"  join {mode:>6} run {i + 1}: {r.written}/{r.sent} frames written "
+                        f"({r.ratio:.3f}){'; worst ' + r.worst_track if r.worst_track else ''}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     loaded, idle = results["loaded"], results["idle"]
     name = f"frames lost from first keyframe, {PUBLISHERS} publishers joining together"
     goal = "1.00x: nothing lost from the first key frame"

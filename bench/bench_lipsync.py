@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import statistics
 import sys
@@ -36,11 +35,9 @@ LONG_S = 600.0
 
 
 def _offsets_ms(path: Path) -> list[float]:
-    sys.path.insert(0, str(ROOT))
-    from tests.proxy.test_lip_sync import pair
-    from tests.transcoder.media_probe import beep_onsets, flash_times
+    from tests.proxy.lipsync import offsets_in
 
-    return [o * 1000 for o in pair(flash_times(path), beep_onsets(path))]
+    return [o * 1000 for o in offsets_in(path)]
 
 
 def _remux(events: list[Any], rec_dir: Path, key: bytes, folder: str, dest: Path) -> list[Path]:
@@ -98,41 +95,11 @@ async def _call(
     busy: bool,
 ) -> tuple[list[list[float]], list[list[float]]]:
     """One recorded call; per file, the offsets (ms) placed by us and by the baseline."""
-    from resguardo.flashbeep import flash_and_beep
-    from resguardo.publisher import Publisher
-    from tests.proxy.conftest import (
-        history,
-        recording_key,
-        start_recording,
-        stop_recording,
-        wait_for_event,
-    )
-    from tests.proxy.test_lip_sync import busy_core, stop
+    from tests.proxy.conftest import recording_key
+    from tests.proxy.lipsync import Sender, flash_call
 
-    rec = await start_recording(js)
-    pubs = []
-    for pid, audio_delay, ppm in senders:
-        video, audio = flash_and_beep(audio_delay_s=audio_delay, video_clock_ppm=ppm)
-        pubs.append(
-            Publisher(
-                proxy.whip_url(rec.rid),
-                rec.token,
-                participant=pid,
-                ca_file=proxy.ca_file,
-                video_track=video,
-                audio_track=audio,
-                connect_timeout=60,
-            )
-        )
-    with busy_core() if busy else contextlib.nullcontext():
-        try:
-            await asyncio.gather(*(p.start() for p in pubs))
-            await asyncio.sleep(seconds)
-        finally:
-            await asyncio.gather(*(stop(p) for p in pubs), return_exceptions=True)
-    await stop_recording(js, rec)
-    await wait_for_event(js, f"captures.{rec.rid}.closed", timeout=120)
-    events = await history(js, rec.rid)
+    call = await flash_call(js, proxy, [Sender(*s) for s in senders], seconds, busy=busy)
+    rec, events = call.rec, call.events
     key = bytes(await recording_key(js, rec))
     rec_dir = proxy.rec_dir(rec)
     ours = await asyncio.to_thread(_remux, events, rec_dir, key, "out-ours", work / "ours")
@@ -151,29 +118,19 @@ def _worst(files: list[list[float]]) -> float:
 
 async def run() -> list[dict[str, object]]:
     sys.path.insert(0, str(ROOT))
-    from shared import natsio
-    from shared.embedded import NatsServer, Postgres
-    from tests.credentials.helpers import start_ready_vault
+    from bench.servers import proxy_servers
     from tests.proxy.conftest import make_proxy
 
     repeats = int(os.environ.get("RESGUARDO_BENCH_LIPSYNC_REPEATS", REPEATS))
     long_s = float(os.environ.get("RESGUARDO_BENCH_LIPSYNC_LONG_S", LONG_S))
-    with tempfile.TemporaryDirectory(prefix="bench-lipsync-") as tmp, contextlib.ExitStack() as st:
+    with tempfile.TemporaryDirectory(prefix="bench-lipsync-") as tmp:
         work = Path(tmp)
-        server = NatsServer(work / "nats").start()
-        st.callback(server.stop)
-        pg = Postgres(work / "pg").start()
-        st.callback(pg.stop)
-        vault = await asyncio.to_thread(start_ready_vault, work, server.url, pg.url)
-        st.callback(vault.stop)
-        (work / "proxy").mkdir()
-        proxy = make_proxy(work / "proxy", server, log_level="WARNING")
-        await proxy.start()
-        st.callback(proxy.process.stop)
-        nc = await natsio.connect(server.url, name="bench-lipsync")
-        try:
-            js = nc.jetstream()
-            await natsio.ensure_streams(js)
+        async with proxy_servers(work, "bench-lipsync") as servers:
+            (work / "proxy").mkdir()
+            proxy = make_proxy(work / "proxy", servers.nats, log_level="WARNING")
+            await proxy.start()
+            servers.stack.callback(proxy.process.stop)
+            js = servers.js
             loaded: list[tuple[float, float]] = []
             for i in range(repeats):
                 senders = [(f"p{n}", 0.05 * (n % 4), 0.0) for n in range(PUBLISHERS)]
@@ -196,9 +153,6 @@ async def run() -> list[dict[str, object]]:
                 file=sys.stderr,
                 flush=True,
             )
-        finally:
-            with contextlib.suppress(Exception):
-                await nc.close()
     ours_load = statistics.median(o for o, _ in loaded)
     base_load = statistics.median(b for _, b in loaded)
     return [
@@ -213,8 +167,9 @@ async def run() -> list[dict[str, object]]:
             "goal": f"<= {BUDGET_MS} ms",
         },
         {
-            "name": f"worst flash-to-beep offset in the last minute of a {long_s / 60:g}-minute"
-            " call, camera clock 100 ppm fast, microphone 300 ms late",
+            "name": "worst flash-to-beep offset in the last minute of a "
+            + (f"{long_s / 60:.0f}-minute" if long_s >= 60 else f"{long_s:.0f}-second")
+            + " call, camera clock 100 ppm fast, microphone 300 ms late",
             "ours": f"{end_ours:.0f} ms",
             "baseline": f"{end_base:.0f} ms (same capture by arrival, nominal rates)",
             "ratio": end_ours / end_base if end_base else float("nan"),

@@ -23,7 +23,6 @@ proxy process, capture (segments, SHA-256, events) against a receive-only baseli
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -328,58 +327,37 @@ def seaweed_env(work: Path) -> tuple[Any, dict[str, str]]:
 
 
 async def run() -> list[dict[str, object]]:
-    from shared import natsio
-    from shared.embedded import NatsServer, Postgres
+    from bench.servers import encoded_media, proxy_servers
 
     counts = [int(c) for c in os.environ.get("RESGUARDO_BENCH_PROXY_COUNTS", COUNTS).split(",")]
     window_s = float(os.environ.get("RESGUARDO_BENCH_PROXY_WINDOW_S", "15"))
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
         work = Path(tmp)
-        media = work / "media.msgpack"
-        from resguardo.packet_media import encode_media
-
-        rates = encode_media(media)
-        print(
-            f"  media: VP8 {rates['video_kbit_s']:.0f} kbit/s, Opus {rates['audio_kbit_s']:.0f} "
-            "kbit/s (pre-encoded, looped)",
-            file=sys.stderr,
-        )
-        with contextlib.ExitStack() as stack:  # every server stopped, whichever failed
-            server = NatsServer(work / "nats").start()
-            stack.callback(server.stop)
-            pg = Postgres(work / "pg").start()
-            stack.callback(pg.stop)
-            vault = await asyncio.to_thread(start_vault, work, server.url, pg.url)
-            stack.callback(vault.stop)
+        media = encoded_media(work)
+        async with proxy_servers(work, "bench-proxy") as servers:
             weed, store_env = seaweed_env(work)
-            stack.callback(weed.stop)
-            nc = await natsio.connect(server.url, name="bench-proxy")
-            try:
-                js = nc.jetstream()
-                await natsio.ensure_streams(js)
-                for n in counts:
-                    phases = {}
-                    for mode in ("receive-only", "capture", "capture-store"):
-                        phase = await run_phase(
-                            js, server.url, work, media, mode, n, window_s, store_env
-                        )
-                        phases[mode] = phase
-                        print(
-                            f"  {n:>3} streams {mode:>12}: proxy {phase.cpu_s:.2f} CPU s in "
-                            f"{phase.window_s:.1f} s, took in {phase.keeping_up:.0%} of the media "
-                            f"sent ({phase.core_per_stream * 100:.2f}% of a core per stream), "
-                            f"publishers {phase.publisher_cpu_s:.2f} CPU s; frames sent "
-                            f"{phase.sent}, received {phase.received}, written {phase.written}; "
-                            f"load average {phase.load:.1f}",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                    rows.extend(rows_for(phases["capture"], phases["receive-only"]))
-                    rows.append(store_row(phases["capture-store"], phases["capture"]))
-            finally:
-                with contextlib.suppress(Exception):
-                    await nc.close()
+            servers.stack.callback(weed.stop)
+            js, server = servers.js, servers.nats
+            for n in counts:
+                phases = {}
+                for mode in ("receive-only", "capture", "capture-store"):
+                    phase = await run_phase(
+                        js, server.url, work, media, mode, n, window_s, store_env
+                    )
+                    phases[mode] = phase
+                    print(
+                        f"  {n:>3} streams {mode:>12}: proxy {phase.cpu_s:.2f} CPU s in "
+                        f"{phase.window_s:.1f} s, took in {phase.keeping_up:.0%} of the media "
+                        f"sent ({phase.core_per_stream * 100:.2f}% of a core per stream), "
+                        f"publishers {phase.publisher_cpu_s:.2f} CPU s; frames sent "
+                        f"{phase.sent}, received {phase.received}, written {phase.written}; "
+                        f"load average {phase.load:.1f}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                rows.extend(rows_for(phases["capture"], phases["receive-only"]))
+                rows.append(store_row(phases["capture-store"], phases["capture"]))
     return rows
 
 

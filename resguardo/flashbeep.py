@@ -40,6 +40,7 @@ class FlashClock:
 
     def __init__(self) -> None:
         self.start: float | None = None
+        self.paused = asyncio.Event()  # set: both tracks hand out nothing more (the sender waits)
 
     def started(self) -> float:
         if self.start is None:
@@ -53,10 +54,12 @@ def in_flash(t: float, period_s: float = PERIOD_S, flash_s: float = FLASH_S) -> 
     return k >= 1 and t - k * period_s < flash_s - 1e-9
 
 
-async def _until(when: float) -> None:
+async def _until(clock: FlashClock, when: float) -> None:
     wait = when - time.time()
     if wait > 0:
         await asyncio.sleep(wait)
+    if clock.paused.is_set():
+        await asyncio.Event().wait()  # never: the sender waits until it is stopped
 
 
 class FlashVideoTrack(MediaStreamTrack):
@@ -95,7 +98,7 @@ class FlashVideoTrack(MediaStreamTrack):
 
     async def recv(self) -> av.VideoFrame:
         n = self.frames
-        await _until(self.clock.started() + n / self.fps)
+        await _until(self.clock, self.clock.started() + n / self.fps)
         bright = in_flash(n / self.fps, self.period_s)
         if bright and not in_flash((n - 1) / self.fps, self.period_s):
             self.flashes += 1
@@ -127,7 +130,7 @@ class BeepAudioTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         n = self.frames
         first = self.delay_s + n * AUDIO_SAMPLES / AUDIO_RATE
-        await _until(self.clock.started() + first)
+        await _until(self.clock, self.clock.started() + first)
         samples = bytearray(AUDIO_SAMPLES * 2)
         span = AUDIO_SAMPLES / AUDIO_RATE
         quiet = not (in_flash(first, self.period_s) or in_flash(first + span, self.period_s))
@@ -149,12 +152,13 @@ async def past_last_flash(
     video: FlashVideoTrack, audio: BeepAudioTrack, *, margin_s: float = 0.3
 ) -> None:
     """Wait until both tracks have handed over what follows the latest flash either began, and
-    ``margin_s`` more: a sender stopped then ends with every flash whole in both tracks (under
-    load, one track's sender can run a second behind the other's)."""
+    ``margin_s`` more, then pause both: a sender stopped after that ends with every flash whole
+    in both tracks (under load, one track's sender can run a second behind the other's)."""
     while True:
         latest = max(video.content_s, audio.content_s)
         k = math.floor(latest / video.period_s + 1e-9)
         if min(video.content_s, audio.content_s) >= k * video.period_s + FLASH_S + margin_s:
+            video.clock.paused.set()
             return
         await asyncio.sleep(0.05)
 

@@ -189,6 +189,28 @@ async def run_publishers(
             await proc.wait()
 
 
+async def joined_call(
+    js: Any, proxy: Any, media: Path, *, publishers: int, seconds: float, load: int
+) -> tuple[dict[str, Any], list[AnyEvent], Any]:
+    """Start ``proxy``, have ``publishers`` join one new recording together while ``load`` busy
+    processes compete for the CPU, stop the recording once they left, stop the proxy; returns
+    the publishers' report, the recording's capture history and the recording."""
+    from .conftest import history, start_recording, stop_recording, wait_for_event
+
+    await proxy.start()
+    try:
+        rec = await start_recording(js)
+        targets = [(proxy.whip_url(rec.rid), rec.token, f"p{i:02d}") for i in range(publishers)]
+        with cpu_load(load):
+            report = await run_publishers(media, proxy.ca_file, targets, seconds)
+        await stop_recording(js, rec)
+        await wait_for_event(js, f"captures.{rec.rid}.closed", timeout=60)
+        events = await history(js, rec.rid)
+    finally:
+        proxy.process.stop()
+    return report, events, rec
+
+
 @contextlib.contextmanager
 def cpu_load(processes: int) -> Iterator[None]:
     """A loaded machine: ``processes`` busy loops competing for the CPU with the proxy and the

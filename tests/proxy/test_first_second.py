@@ -27,14 +27,10 @@ from shared.embedded import NatsServer
 from shared.events import captures
 
 from .conftest import (
-    history,
     make_proxy,
     recording_key,
-    start_recording,
-    stop_recording,
-    wait_for_event,
 )
-from .join import count_written, cpu_load, run_publishers, shortfalls
+from .join import count_written, joined_call, shortfalls
 
 PUBLISHERS = 16
 SECONDS = 4.0  # of media per publisher
@@ -52,18 +48,9 @@ async def test_publishers_joining_together_lose_nothing_from_the_first_key_frame
     js: JetStreamContext, nats_server: NatsServer, tmp_path: Path, media: Path
 ) -> None:
     proxy = make_proxy(tmp_path, nats_server, segment_seconds="2")
-    await proxy.start()
-    try:
-        rec = await start_recording(js)
-        url = proxy.whip_url(rec.rid)
-        targets = [(url, rec.token, f"p{i:02d}") for i in range(PUBLISHERS)]
-        with cpu_load(LOAD):
-            report = await run_publishers(media, proxy.ca_file, targets, SECONDS)
-        await stop_recording(js, rec)
-        await wait_for_event(js, f"captures.{rec.rid}.closed", timeout=60)
-        events = await history(js, rec.rid)
-    finally:
-        proxy.process.stop()
+    report, events, rec = await joined_call(
+        js, proxy, media, publishers=PUBLISHERS, seconds=SECONDS, load=LOAD
+    )
 
     pubs = report["publishers"]
     assert len(pubs) == PUBLISHERS and all(not p["error"] and p["deleted"] for p in pubs), pubs

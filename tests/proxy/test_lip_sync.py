@@ -13,34 +13,20 @@ between each flash and its beep is measured on the decoded per-participant files
 
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nats.js import JetStreamContext
 
-from resguardo.flashbeep import BeepAudioTrack, FlashVideoTrack, flash_and_beep, past_last_flash
-from resguardo.publisher import Publisher
 from shared.embedded import NatsServer
 
-from ..transcoder.media_probe import beep_onsets, flash_times
-from .conftest import Proxy, recording_key, start_recording, stop_recording, wait_for_event
+from .conftest import Proxy, recording_key
+from .lipsync import Sender, flash_call, offsets_in
 from .transcode import media_files, sealed_file, transcode
 
 BUDGET_S = 0.040  # what viewers cannot detect (ITU-R BT.1359: +45 ms audio early, -125 ms late)
-
-
-@dataclass(frozen=True)
-class Sender:
-    participant: str
-    audio_delay_s: float = 0.0
-    video_clock_ppm: float = 0.0
 
 
 @dataclass
@@ -50,37 +36,6 @@ class Measured:
     tracks: dict[str, list[dict[str, Any]]]  # participant -> the manifest's track entries
 
 
-@contextmanager
-def busy_core() -> Iterator[None]:
-    """Another process that keeps one core busy for as long as the block runs."""
-    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        yield
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def pair(flashes: list[float], beeps: list[float]) -> list[float]:
-    """Beep minus flash for every flash, each beep the nearest one (within 0.5 s)."""
-    out = []
-    for flash in flashes:
-        nearest = min(beeps, key=lambda b: abs(b - flash), default=None)
-        assert nearest is not None and abs(nearest - flash) < 0.5, (flash, beeps)
-        out.append(nearest - flash)
-    return out
-
-
-async def stop(pub: Publisher) -> None:
-    """End a flash-and-beep sender with no flash cut in half, what it sent given time to
-    arrive."""
-    video, audio = pub.video, pub.audio
-    if isinstance(video, FlashVideoTrack) and isinstance(audio, BeepAudioTrack) and pub.connected:
-        await asyncio.wait_for(past_last_flash(video, audio), 30)
-        await asyncio.sleep(0.3)
-    await pub.stop()
-
-
 async def record(
     js: JetStreamContext,
     nats_server: NatsServer,
@@ -88,44 +43,22 @@ async def record(
     work: Path,
     senders: list[Sender],
     seconds: float,
+    *,
+    busy: bool = False,
 ) -> Measured:
-    rec = await start_recording(js)
-    tracks: dict[str, tuple[FlashVideoTrack, BeepAudioTrack]] = {}
-    pubs = []
-    for s in senders:
-        video, audio = flash_and_beep(
-            audio_delay_s=s.audio_delay_s, video_clock_ppm=s.video_clock_ppm
-        )
-        tracks[s.participant] = (video, audio)
-        pubs.append(
-            Publisher(
-                proxy.whip_url(rec.rid),
-                rec.token,
-                participant=s.participant,
-                ca_file=proxy.ca_file,
-                video_track=video,
-                audio_track=audio,
-                connect_timeout=60,
-            )
-        )
-    try:
-        await asyncio.gather(*(p.start() for p in pubs))
-        await asyncio.sleep(seconds)
-    finally:
-        await asyncio.gather(*(stop(p) for p in pubs), return_exceptions=True)
-    await stop_recording(js, rec)
-    await wait_for_event(js, f"captures.{rec.rid}.closed", timeout=60)
+    call = await flash_call(js, proxy, senders, seconds, busy=busy)
+    rec = call.rec
     key = await recording_key(js, rec)
     sealed = await transcode(js, nats_server, proxy.backup_root, work, rec.rid)
     files = media_files(proxy.backup_root, sealed, key, work / "plain")
     manifest = json.loads(
         sealed_file(proxy.backup_root, sealed, key, work / "plain", "manifest.json").read_text()
     )
-    offsets = {pid: pair(flash_times(path), beep_onsets(path)) for pid, path in files.items()}
+    offsets = {pid: offsets_in(path) for pid, path in files.items()}
     print("beep minus flash (ms):", {p: [round(o * 1000) for o in v] for p, v in offsets.items()})
     return Measured(
         offsets=offsets,
-        shown={pid: video.flashes for pid, (video, _) in tracks.items()},
+        shown=call.flashes_shown,
         tracks={f["participant_id"]: f["tracks"] for f in manifest["files"]},
     )
 
@@ -134,8 +67,7 @@ async def test_eight_publishers_and_a_busy_core_stay_in_sync(
     js: JetStreamContext, nats_server: NatsServer, proxy: Proxy, tmp_path: Path
 ) -> None:
     senders = [Sender(f"p{i}", audio_delay_s=0.05 * (i % 4)) for i in range(8)]
-    with busy_core():
-        m = await record(js, nats_server, proxy, tmp_path, senders, seconds=9.5)
+    m = await record(js, nats_server, proxy, tmp_path, senders, seconds=9.5, busy=True)
     assert set(m.offsets) == {s.participant for s in senders}
     for pid, offsets in m.offsets.items():
         assert len(offsets) == m.shown[pid] >= 4, (pid, offsets, m.shown[pid])
