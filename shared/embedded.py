@@ -20,13 +20,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from .files import write_private
+from .ports import free_port as free_port  # re-exported: servers and tests import it here
 from .procs import die_with_parent
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
