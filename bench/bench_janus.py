@@ -88,7 +88,13 @@ async def janus_publisher(api: JanusApi, index: int, rec_dir: str, video: Any, a
 async def publish_main(config: dict[str, Any], media: dict[str, list[bytes]]) -> None:
     import aiohttp
 
-    from resguardo.packet_media import AUDIO_TICKS, VIDEO_TICKS, PacketTrack
+    from resguardo.packet_media import (
+        AUDIO_TICKS,
+        VIDEO_TICKS,
+        PacketTrack,
+        packets_sent,
+        send_then_pause,
+    )
 
     streams = range(config["streams"])
     async with aiohttp.ClientSession() as http:
@@ -104,16 +110,8 @@ async def publish_main(config: dict[str, Any], media: dict[str, list[bytes]]) ->
                 *(janus_publisher(api, i + j, config["rec_dir"], *t) for j, t in enumerate(batch))
             )
         print("connected", flush=True)
-        await asyncio.sleep(config["seconds"])
-        for t in video + audio:
-            t.pause()
-        await asyncio.sleep(TAIL_S)
-        packets = {"video": 0, "audio": 0}
-        for _, _, pc in pubs:
-            for sender in pc.getSenders():
-                for st in (await sender.getStats()).values():
-                    if getattr(st, "type", "") == "outbound-rtp":
-                        packets[st.kind] += st.packetsSent
+        await send_then_pause(video + audio, config["seconds"], TAIL_S)
+        packets = await packets_sent(pc for _, _, pc in pubs)
         for handle, _, _ in pubs:  # unpublishing closes the recorders
             await api.call(handle, {"request": "unpublish"})
         for handle, room, pc in pubs:
@@ -131,11 +129,13 @@ async def run_janus_phase(work: Path, media: Path, streams: int, window_s: float
     import psutil
 
     from shared.embedded import python_env
+    from shared.procs import die_with_parent
 
     janus = JanusServer(work)
     publisher: asyncio.subprocess.Process | None = None
     try:
-        await asyncio.to_thread(janus.start)
+        janus.spawn()  # from this (the main) thread: janus dies with it
+        await asyncio.to_thread(janus.wait_ready)
         assert janus.proc is not None
         config = {
             "url": janus.url,
@@ -146,7 +146,9 @@ async def run_janus_phase(work: Path, media: Path, streams: int, window_s: float
         }
         argv = [sys.executable, "-m", "bench.bench_janus", "publish", json.dumps(config)]
         env = {**python_env(), "PYTHONPATH": str(ROOT)}
-        publisher = await asyncio.create_subprocess_exec(*argv, cwd=ROOT, env=env, stdout=PIPE)
+        publisher = await asyncio.create_subprocess_exec(
+            *argv, cwd=ROOT, env=env, stdout=PIPE, preexec_fn=die_with_parent()
+        )
         assert publisher.stdout is not None
         line = await asyncio.wait_for(publisher.stdout.readline(), 120)
         if line.strip() != b"connected":

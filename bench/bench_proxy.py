@@ -43,7 +43,13 @@ TAIL_S = 1.0  # media stops this long before the DELETEs, so nothing is in fligh
 
 
 async def publish_main(config: dict[str, Any], media: dict[str, list[bytes]]) -> None:
-    from resguardo.packet_media import AUDIO_TICKS, VIDEO_TICKS, PacketTrack
+    from resguardo.packet_media import (
+        AUDIO_TICKS,
+        VIDEO_TICKS,
+        PacketTrack,
+        packets_sent,
+        send_then_pause,
+    )
     from resguardo.publisher import Publisher
 
     track = PacketTrack
@@ -66,18 +72,8 @@ async def publish_main(config: dict[str, Any], media: dict[str, list[bytes]]) ->
     for i in range(0, len(pubs), CONNECT_BATCH):
         await asyncio.gather(*(p.start() for p in pubs[i : i + CONNECT_BATCH]))
     print("connected", flush=True)
-    await asyncio.sleep(config["seconds"])
-    for p in pubs:
-        for t in (p.video, p.audio):
-            t.pause()  # type: ignore[union-attr]
-    await asyncio.sleep(TAIL_S)
-    packets = {"video": 0, "audio": 0}
-    for p in pubs:
-        assert p.pc is not None
-        for sender in p.pc.getSenders():
-            for st in (await sender.getStats()).values():
-                if getattr(st, "type", "") == "outbound-rtp":
-                    packets[st.kind] += st.packetsSent
+    await send_then_pause((t for p in pubs for t in (p.video, p.audio)), config["seconds"], TAIL_S)
+    packets = await packets_sent(p.pc for p in pubs)
     results = await asyncio.gather(*(p.stop() for p in pubs))
     sent = {
         "video": sum(r.video_frames for r in results),
@@ -165,6 +161,7 @@ async def run_phase(
     import psutil
 
     from shared.embedded import free_port, python_env, wait_for_port
+    from shared.procs import die_with_parent
 
     port = free_port()
     data_dir = work / f"{mode}-{streams}"
@@ -182,7 +179,14 @@ async def run_phase(
     data_dir.mkdir(parents=True)
     log = (work / f"proxy-{mode}-{streams}.log").open("wb")
     proxy = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.proxy", cwd=ROOT, env=env, stdout=log, stderr=log
+        sys.executable,
+        "-m",
+        "services.proxy",
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=log,
+        preexec_fn=die_with_parent(),  # a killed bench leaves no proxy behind
     )
     publisher: asyncio.subprocess.Process | None = None
     try:
@@ -208,6 +212,7 @@ async def run_phase(
             cwd=ROOT,
             env={**python_env(), "PYTHONPATH": str(ROOT)},
             stdout=asyncio.subprocess.PIPE,
+            preexec_fn=die_with_parent(),
         )
         assert publisher.stdout is not None
         line = await asyncio.wait_for(publisher.stdout.readline(), 120)

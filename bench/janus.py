@@ -112,7 +112,13 @@ class JanusServer:
             (conf / f"{name}.jcfg").write_text(jcfg(sections))
 
     def start(self) -> JanusServer:
-        from shared.embedded import wait_for_port
+        self.spawn()
+        return self.wait_ready()
+
+    def spawn(self) -> None:
+        """Start janus (from the main thread: it is sent SIGTERM when the thread that started
+        it dies, so a killed bench leaves no janus behind)."""
+        from shared.procs import die_with_parent
 
         self.write_config()
         out = (self.work / "janus.out").open("wb")
@@ -121,8 +127,14 @@ class JanusServer:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         out.close()
+
+    def wait_ready(self) -> JanusServer:
+        """Blocks until janus's HTTP API listens; stops it if it does not (raising)."""
+        from shared.embedded import wait_for_port
+
         try:
             wait_for_port("127.0.0.1", self.port, 30.0)
         except BaseException:

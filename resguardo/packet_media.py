@@ -12,12 +12,13 @@ import asyncio
 import fractions
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import av
 import msgspec
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, RTCPeerConnection
 
 WIDTH, HEIGHT, FPS = 640, 360, 30
 VIDEO_BITRATE = 1_000_000
@@ -124,3 +125,23 @@ class PacketTrack(MediaStreamTrack):
 def load_media(path: Path) -> dict[str, list[bytes]]:
     """What ``encode_media`` wrote."""
     return msgspec.msgpack.decode(path.read_bytes(), type=dict[str, list[bytes]])
+
+
+async def send_then_pause(tracks: Iterable[Any], seconds: float, tail_s: float) -> None:
+    """Let ``tracks`` (``PacketTrack``s) send for ``seconds``, pause them all, then wait
+    ``tail_s`` so that every frame they gave out is on the wire before anyone hangs up."""
+    await asyncio.sleep(seconds)
+    for track in tracks:
+        track.pause()
+    await asyncio.sleep(tail_s)
+
+
+async def packets_sent(pcs: Iterable[RTCPeerConnection | None]) -> dict[str, int]:
+    """RTP packets the peer connections' senders sent, by kind (aiortc's outbound-rtp stats)."""
+    packets = {"video": 0, "audio": 0}
+    for pc in pcs:
+        for sender in pc.getSenders() if pc is not None else ():
+            for st in (await sender.getStats()).values():
+                if getattr(st, "type", "") == "outbound-rtp":
+                    packets[st.kind] += st.packetsSent
+    return packets

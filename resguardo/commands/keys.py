@@ -22,13 +22,16 @@ import getpass
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.config import ConfigError
 
 from ..cli import CliError
 from ..client import print_json
 from ..progress import Progress
+
+if TYPE_CHECKING:  # the admin module is imported when a command runs (a quick CLI start)
+    from services.credentials.admin import TableRewrap
 
 
 def _config() -> Any:
@@ -185,85 +188,80 @@ def _rewrap(args: argparse.Namespace) -> int:
             _audit(
                 url,
                 "master_keys_rewrapped",
-                f"{result.rewrapped} data keys, {result.recordings_rewrapped} recording keys and "
-                f"{result.webhook_secrets_rewrapped} webhook secrets under version "
+                f"{result.destinations.rewrapped} data keys, {result.recordings.rewrapped} "
+                f"recording keys and {result.webhook_secrets.rewrapped} webhook secrets under "
+                "version "
                 f"{result.newest_version}",
             )
     except admin.KeyAdminError as exc:
         raise CliError(str(exc)) from None
     if bar:
-        bar[0].finish(f"{result.rewrapped} rewrapped")
+        bar[0].finish(f"{result.destinations.rewrapped} rewrapped")
+    d = result.destinations
     out = {
         "newest_version": result.newest_version,
-        "to_rewrap": result.to_rewrap,
-        "rewrapped": result.rewrapped,
+        **_table_json(d),
         "changed_meanwhile": result.changed_meanwhile,
         "unknown_version": {str(v): n for v, n in sorted(result.unknown_version.items())},
-        "failed": result.failed,
-        "by_version": {str(v): n for v, n in sorted(result.by_version.items())},
-        "recordings": {
-            "to_rewrap": result.recordings_to_rewrap,
-            "rewrapped": result.recordings_rewrapped,
-            "failed": result.recordings_failed,
-            "by_version": {str(v): n for v, n in sorted(result.recordings_by_version.items())},
-        },
-        "webhook_secrets": {
-            "rewrapped": result.webhook_secrets_rewrapped,
-            "failed": result.webhook_secrets_failed,
-            "by_version": {str(v): n for v, n in sorted(result.webhook_secrets_by_version.items())},
-        },
+        "recordings": _table_json(result.recordings),
+        "webhook_secrets": _table_json(result.webhook_secrets),
         "ok": result.ok,
     }
     if args.json:
         print_json(out)
         return 0 if result.ok else 1
     print(
-        f"Rewrapped {result.rewrapped} data key(s) under master key version "
-        f"{result.newest_version}"
+        f"Rewrapped {d.rewrapped} data key(s) under master key version {result.newest_version}"
         + (
             f" ({result.changed_meanwhile} changed meanwhile, left as they are)."
             if result.changed_meanwhile
             else "."
         )
     )
-    per_version = ", ".join(f"v{v}: {n}" for v, n in sorted(result.by_version.items()))
-    print(f"Data keys per version now: {per_version or 'none'}.")
-    per_version = ", ".join(f"v{v}: {n}" for v, n in sorted(result.recordings_by_version.items()))
-    print(
-        f"Recording keys: {result.recordings_rewrapped} rewrapped; per version now: "
-        f"{per_version or 'none'}."
-    )
-    per_version = ", ".join(
-        f"v{v}: {n}" for v, n in sorted(result.webhook_secrets_by_version.items())
-    )
-    print(
-        f"Webhook secrets: {result.webhook_secrets_rewrapped} rewrapped; per version now: "
-        f"{per_version or 'none'}."
-    )
+    print(f"Data keys per version now: {_per_version(d)}.")
+    for label, table in (
+        ("Recording keys", result.recordings),
+        ("Webhook secrets", result.webhook_secrets),
+    ):
+        print(f"{label}: {table.rewrapped} rewrapped; per version now: {_per_version(table)}.")
     if result.unknown_version:
         missing = ", ".join(map(str, sorted(result.unknown_version)))
         raise CliError(
             f"Some data keys are wrapped under master key version(s) {missing}, which are not "
             "configured; put those keys back, then run `resguardo keys rewrap` again."
         )
-    if result.failed:
-        raise CliError(
-            f"{len(result.failed)} data key(s) failed authentication and were left as they are "
-            f"(first: {result.failed[0]}); restore that row from a backup or re-create it."
-        )
-    if result.recordings_failed:
-        raise CliError(
-            f"{len(result.recordings_failed)} recording key(s) failed authentication and were "
-            f"left as they are (first: {result.recordings_failed[0]}); restore that row from a "
-            "backup: without it that recording's backup cannot be read."
-        )
-    if result.webhook_secrets_failed:
-        raise CliError(
-            f"{len(result.webhook_secrets_failed)} webhook secret(s) failed authentication and "
-            f"were left as they are (first: {result.webhook_secrets_failed[0]}); rotate that "
-            "endpoint's secret (`resguardo webhooks rotate-secret`)."
-        )
+    for table, what, remedy in (
+        (d, "data key(s)", "restore that row from a backup or re-create it."),
+        (
+            result.recordings,
+            "recording key(s)",
+            "restore that row from a backup: without it that recording's backup cannot be read.",
+        ),
+        (
+            result.webhook_secrets,
+            "webhook secret(s)",
+            "rotate that endpoint's secret (`resguardo webhooks rotate-secret`).",
+        ),
+    ):
+        if table.failed:
+            raise CliError(
+                f"{len(table.failed)} {what} failed authentication and were left as they are "
+                f"(first: {table.failed[0]}); {remedy}"
+            )
     return 0
+
+
+def _table_json(table: TableRewrap) -> dict[str, object]:
+    return {
+        "to_rewrap": table.to_rewrap,
+        "rewrapped": table.rewrapped,
+        "failed": table.failed,
+        "by_version": {str(v): n for v, n in sorted(table.by_version.items())},
+    }
+
+
+def _per_version(table: TableRewrap) -> str:
+    return ", ".join(f"v{v}: {n}" for v, n in sorted(table.by_version.items())) or "none"
 
 
 def _retire(args: argparse.Namespace) -> int:

@@ -135,32 +135,29 @@ def rotate(source: KeySource) -> RotateResult:
 
 
 @dataclass
-class RewrapResult:
-    newest_version: int
+class TableRewrap:
+    """One table of wrapped data keys after a rewrap."""
+
     to_rewrap: int = 0
     rewrapped: int = 0
+    failed: list[str] = field(default_factory=list)  # row names whose key did not open
+    by_version: dict[int, int] = field(default_factory=dict)  # after the run
+
+
+@dataclass
+class RewrapResult:
+    newest_version: int
     changed_meanwhile: int = 0  # deleted or rewrapped by someone else while we worked
     unknown_version: dict[int, int] = field(default_factory=dict)  # version -> rows
-    failed: list[str] = field(default_factory=list)  # destination ids whose key did not open
-    by_version: dict[int, int] = field(default_factory=dict)  # after the run
-    # The same for recordings' data keys (``reckeys``): counted apart, failures by recording id.
-    recordings_to_rewrap: int = 0
-    recordings_rewrapped: int = 0
-    recordings_failed: list[str] = field(default_factory=list)
-    recordings_by_version: dict[int, int] = field(default_factory=dict)
-    # And webhook endpoints' signing secrets (``webhook_store``), failures by "<endpoint>/<id>".
-    webhook_secrets_rewrapped: int = 0
-    webhook_secrets_failed: list[str] = field(default_factory=list)
-    webhook_secrets_by_version: dict[int, int] = field(default_factory=dict)
+    # Failures by destination id, recording id and "<endpoint>/<secret id>" respectively.
+    destinations: TableRewrap = field(default_factory=TableRewrap)
+    recordings: TableRewrap = field(default_factory=TableRewrap)
+    webhook_secrets: TableRewrap = field(default_factory=TableRewrap)
 
     @property
     def ok(self) -> bool:
-        return not (
-            self.unknown_version
-            or self.failed
-            or self.recordings_failed
-            or self.webhook_secrets_failed
-        )
+        tables = (self.destinations, self.recordings, self.webhook_secrets)
+        return not (self.unknown_version or any(t.failed for t in tables))
 
 
 @dataclass(frozen=True)
@@ -172,14 +169,6 @@ class _WrappedKeys:
     key_of: Callable[[Any], str]  # the row's sort key (paging) and its name in failures
     rewrap: Callable[[MasterKeys, Any, int], bytes]
     replace: Callable[[asyncpg.Pool, Any, bytes, int], Awaitable[bool]]
-
-
-@dataclass
-class _Counts:
-    to_rewrap: int = 0
-    rewrapped: int = 0
-    failed: list[str] = field(default_factory=list)
-    by_version: dict[int, int] = field(default_factory=dict)
 
 
 DESTINATIONS = _WrappedKeys(
@@ -216,12 +205,12 @@ async def _rewrap_table(
     result: RewrapResult,
     batch: int,
     on_progress: Progress | None = None,
-) -> _Counts:
+) -> TableRewrap:
     """Every row of ``table`` not under the newest version, unwrapped and wrapped again one by
     one, each stored by compare-and-swap; unknown versions and concurrent changes go to
     ``result``, which the three tables share."""
     newest = keys.newest
-    counts = _Counts()
+    counts = TableRewrap()
     before = await table.counts(pool)
     counts.to_rewrap = sum(n for v, n in before.items() if v != newest)
     done = 0
@@ -259,19 +248,9 @@ async def rewrap(
     result = RewrapResult(newest_version=keys.newest)
     if not await store.schema_exists(pool):
         return result
-    d = await _rewrap_table(DESTINATIONS, pool, keys, result, batch, on_progress)
-    result.to_rewrap, result.rewrapped, result.failed, result.by_version = (
-        d.to_rewrap,
-        d.rewrapped,
-        d.failed,
-        d.by_version,
-    )
-    r = await _rewrap_table(RECORDING_KEYS, pool, keys, result, batch)
-    result.recordings_to_rewrap, result.recordings_rewrapped = r.to_rewrap, r.rewrapped
-    result.recordings_failed, result.recordings_by_version = r.failed, r.by_version
-    w = await _rewrap_table(WEBHOOK_SECRETS, pool, keys, result, batch)
-    result.webhook_secrets_rewrapped = w.rewrapped
-    result.webhook_secrets_failed, result.webhook_secrets_by_version = w.failed, w.by_version
+    result.destinations = await _rewrap_table(DESTINATIONS, pool, keys, result, batch, on_progress)
+    result.recordings = await _rewrap_table(RECORDING_KEYS, pool, keys, result, batch)
+    result.webhook_secrets = await _rewrap_table(WEBHOOK_SECRETS, pool, keys, result, batch)
     return result
 
 

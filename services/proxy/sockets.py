@@ -21,6 +21,7 @@ import contextlib
 import logging
 import select
 import socket
+import sys
 import time
 from typing import Any
 
@@ -44,34 +45,33 @@ def enlarge_receive_buffers(pc: RTCPeerConnection, size: int) -> None:
     """
     if size <= 0:
         return
-    seen: set[int] = set()
-    for t in pc.getTransceivers():
-        try:
-            protocols = t.receiver.transport.transport._connection._protocols
-        except AttributeError:
-            continue
-        for protocol in protocols:
-            sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
-            if sock is None or sock.fileno() in seen:
-                continue
-            seen.add(sock.fileno())
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < size:
-                    _force_receive_buffer(sock, size)
+    for sock in _sockets(_ice_connections(pc, connected_only=False)):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            if _receive_buffer(sock) < size:
+                _force_receive_buffer(sock, size)
 
 
 _capped_warned = False
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux
 
 
+def _receive_buffer(sock: Any) -> int:
+    """The receive buffer the kernel gave, in the units it was asked in: Linux reports twice
+    the size set (it counts its own bookkeeping), so a buffer capped at half the ask would
+    otherwise pass for the whole."""
+    got = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+    return got // 2 if sys.platform.startswith("linux") else got
+
+
 def _force_receive_buffer(sock: Any, size: int) -> None:
     """net.core.rmem_max capped the buffer: past the cap with CAP_NET_ADMIN, else say so once
-    (a small buffer loses media whenever the proxy falls behind, e.g. as a crowd joins)."""
+    per process (a small buffer loses media whenever the proxy falls behind, e.g. as a crowd
+    joins)."""
     global _capped_warned
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)  # Linux reports twice the ask
+    got = _receive_buffer(sock)
     if got < size and not _capped_warned:
         _capped_warned = True
         log.warning(
@@ -80,7 +80,9 @@ def _force_receive_buffer(sock: Any, size: int) -> None:
         )
 
 
-def _ice_connections(pc: Any) -> list[Any]:
+def _ice_connections(pc: Any, *, connected_only: bool = True) -> list[Any]:
+    """The session's ICE connections (one with BUNDLE), each once; ``connected_only``: those
+    whose DTLS is connected (else no DTLS task reads what is queued)."""
     seen: dict[int, Any] = {}
     for t in pc.getTransceivers():
         try:
@@ -88,20 +90,21 @@ def _ice_connections(pc: Any) -> list[Any]:
             conn = dtls.transport._connection
         except AttributeError:
             continue
-        if dtls.state == "connected":  # else no DTLS task reads what is queued
+        if not connected_only or dtls.state == "connected":
             seen.setdefault(id(conn), conn)
     return list(seen.values())
 
 
-def _fds(connections: list[Any]) -> list[int]:
-    fds = []
+def _sockets(connections: list[Any]) -> list[Any]:
+    """The open UDP sockets of ``connections``' candidates, each once."""
+    socks: dict[int, Any] = {}
     for conn in connections:
         for protocol in getattr(conn, "_protocols", ()):
             transport = getattr(protocol, "transport", None)
             sock = transport.get_extra_info("socket") if transport is not None else None
             if sock is not None and sock.fileno() >= 0:
-                fds.append(sock.fileno())
-    return fds
+                socks.setdefault(sock.fileno(), sock)
+    return list(socks.values())
 
 
 def _idle(connections: list[Any], fds: list[int]) -> bool:
@@ -132,7 +135,7 @@ async def take_in_received(pc: Any, timeout: float = DRAIN_TIMEOUT_S) -> float:
     connections = _ice_connections(pc)
     if not connections:
         return 0.0
-    fds = _fds(connections)
+    fds = [sock.fileno() for sock in _sockets(connections)]
     start = time.monotonic()
     # the DTLS task may not have asked for a datagram yet: give it a turn before judging
     await asyncio.sleep(0)

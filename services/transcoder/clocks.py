@@ -41,7 +41,6 @@ class SenderClock:
     clock_rate: int
     ns_per_tick: float
     origin_ns: float  # sender time of RTP time 0 on the capture's timeline
-    reports: int
     rate_fitted: bool  # False: the nominal rate (too short a span, or a rate not believed)
 
     def at(self, rtp_ts: int) -> float:
@@ -67,7 +66,7 @@ def fit_sender_clock(reports: Iterable[tuple[int, int]], clock_rate: int) -> Sen
         if candidate is not None and abs(nominal / candidate - 1.0) * 1e6 <= MAX_DRIFT_PPM:
             rate, fitted = candidate, True
     origin = min(ntp - rtp * rate for rtp, ntp in pairs)
-    return SenderClock(clock_rate, rate, origin, len(pairs), fitted)
+    return SenderClock(clock_rate, rate, origin, fitted)
 
 
 def _envelope_rate(pairs: list[tuple[int, int]], nominal: float) -> float | None:
@@ -102,7 +101,7 @@ class Anchor:
     RTP time advances there."""
 
     wall_ns: int
-    ns_per_tick: float
+    ns_per_tick: float  # 0.0: the nominal clock rate (placed by arrival)
     source: str  # "sender_report" or "arrival"
     drift_ppm: float = 0.0
 
@@ -111,7 +110,6 @@ def align_session(
     first_rtp: dict[str, int],
     arrival_ns: dict[str, int],
     clocks: dict[str, SenderClock | None],
-    clock_rates: dict[str, int],
 ) -> dict[str, Anchor]:
     """Anchors for the tracks of one sending session (one peer connection: one sender clock).
 
@@ -131,7 +129,7 @@ def align_session(
     for track_id, arrival in arrival_ns.items():
         clock = timed.get(track_id)
         if clock is None:
-            anchors[track_id] = Anchor(arrival, 1e9 / clock_rates[track_id], "arrival")
+            anchors[track_id] = Anchor(arrival, 0.0, "arrival")
         else:
             wall = round(clock.at(first_rtp[track_id]) + offset)
             anchors[track_id] = Anchor(
@@ -180,7 +178,6 @@ def track_anchors(members: Sequence[tuple[Track, Sequence[Segment]]]) -> dict[st
                     )
                     for t, segs in group
                 },
-                {t.track_id: t.clock_rate for t, _ in group},
             )
         )
     return anchors

@@ -103,9 +103,7 @@ class TrackPlan:
 
     def ticks_to_ms(self, delta: int) -> int:
         """RTP ticks (from this track's clock) as file milliseconds, rounded."""
-        if self.ns_per_tick > 0:
-            return round(delta * self.ns_per_tick / NS_PER_UNIT)
-        return _rtp_ms(delta, self.clock_rate)
+        return _ticks_ms(delta, self.ns_per_tick, self.clock_rate)
 
 
 @dataclass(frozen=True)
@@ -261,17 +259,11 @@ def _plan_tracks(
         last_rtp = max(s.last_rtp_ts for s in segs)
         anchor = anchors[track.track_id]
         start = _ns_to_ms(anchor.wall_ns - t0_ns)
-        fitted = anchor.source == "sender_report"
         if out and start <= prev_end:
             # Overlapping sessions (a reconnect before the old session timed out): play the new
             # one after the old one instead of interleaving two cameras' frames.
             start = prev_end + info.default_frame_ms
-        ns_per_tick = anchor.ns_per_tick if fitted else 0.0
-        length = (
-            round((last_rtp - first_rtp) * ns_per_tick / NS_PER_UNIT)
-            if fitted
-            else _rtp_ms(last_rtp - first_rtp, track.clock_rate)
-        )
+        length = _ticks_ms(last_rtp - first_rtp, anchor.ns_per_tick, track.clock_rate)
         wall = _ns_to_ms(
             max(s.last_wallclock_ns for s in segs) - min(s.first_wallclock_ns for s in segs)
         )
@@ -287,7 +279,7 @@ def _plan_tracks(
             start_ms=start,
             end_ms=start + length,
             segments=tuple(segs),
-            ns_per_tick=ns_per_tick,
+            ns_per_tick=anchor.ns_per_tick,
             alignment=anchor.source,
             drift_ppm=anchor.drift_ppm,
         )
@@ -350,6 +342,13 @@ class _Clock:
 
 def _rtp_ms(delta: int, clock_rate: int) -> int:
     return (delta * UNITS_PER_S + clock_rate // 2) // clock_rate
+
+
+def _ticks_ms(delta: int, ns_per_tick: float, clock_rate: int) -> int:
+    """RTP ticks as milliseconds: at the sender's measured rate, or (0.0) the nominal one."""
+    if ns_per_tick > 0:
+        return round(delta * ns_per_tick / NS_PER_UNIT)
+    return _rtp_ms(delta, clock_rate)
 
 
 class _LossWatch:

@@ -107,8 +107,8 @@ async def test_rotate_rewrap_retire_while_the_vault_runs(
         pool, source.load(), on_progress=lambda d, t: seen.append((d, t)), batch=2
     )
     monkeypatch.undo()
-    assert result.ok and (result.to_rewrap, result.rewrapped) == (3, 3)
-    assert result.by_version == {2: 4}
+    assert result.ok and (result.destinations.to_rewrap, result.destinations.rewrapped) == (3, 3)
+    assert result.destinations.by_version == {2: 4}
     assert seen[-1] == (3, 3)
     after = await rows(pool, tenant)
     for dest in old:
@@ -116,7 +116,7 @@ async def test_rotate_rewrap_retire_while_the_vault_runs(
         assert after[dest][1] != before[dest][1] and after[dest][2] == 2
 
     again = await admin.rewrap(pool, source.load())
-    assert (again.to_rewrap, again.rewrapped) == (0, 0)
+    assert (again.destinations.to_rewrap, again.destinations.rewrapped) == (0, 0)
 
     # The vault opens rewrapped rows (it re-read the key file), before and after retirement.
     assert (await granted_secret(client, js, tenant, old[0]))["secret_access_key"] == CANARY

@@ -72,10 +72,10 @@ async def test_webhook_secrets_follow_a_master_key_rotation(
     monkeypatch.setattr(crypto, "decrypt_secret", no_secrets)
     result = await admin.rewrap(pool, source.load())
     monkeypatch.undo()
-    assert result.ok and result.webhook_secrets_rewrapped == 1
-    assert result.webhook_secrets_by_version == {2: 1}
+    assert result.ok and result.webhook_secrets.rewrapped == 1
+    assert result.webhook_secrets.by_version == {2: 1}
     assert await handed(nc, tenant, endpoint.endpoint_id, "job-1") == [secret]
     await admin.retire(pool, source, 1)
     assert await handed(nc, tenant, endpoint.endpoint_id, "job-2") == [secret]
     again = await admin.rewrap(pool, source.load())
-    assert again.webhook_secrets_rewrapped == 0
+    assert again.webhook_secrets.rewrapped == 0

@@ -225,8 +225,8 @@ async def test_rewrap_covers_recording_keys_without_changing_them(
     with pytest.raises(admin.KeyAdminError, match="1 recording data key"):
         await admin.retire(pool, source, 1)
     result = await admin.rewrap(pool, source.load())
-    assert result.ok and result.recordings_rewrapped >= 1, result
-    assert result.recordings_by_version == {2: result.recordings_by_version[2]}
+    assert result.ok and result.recordings.rewrapped >= 1, result
+    assert result.recordings.by_version == {2: result.recordings.by_version[2]}
     after = await key_of(nc, rid, tenant, purpose="upload")
     assert after.key_version == 2 and bytes(after.data_key) == bytes(before.data_key)
     await admin.retire(pool, source, 1)

@@ -103,7 +103,14 @@ class WireCounter:
 
 
 async def publish_together(config: dict[str, Any]) -> list[dict[str, Any]]:
-    from resguardo.packet_media import AUDIO_TICKS, VIDEO_TICKS, PacketTrack, load_media
+    from resguardo.packet_media import (
+        AUDIO_TICKS,
+        VIDEO_TICKS,
+        PacketTrack,
+        load_media,
+        packets_sent,
+        send_then_pause,
+    )
     from resguardo.publisher import Publisher
 
     media = load_media(Path(config["media"]))
@@ -128,19 +135,10 @@ async def publish_together(config: dict[str, Any]) -> list[dict[str, Any]]:
     started = await asyncio.gather(*(p.start() for p in pubs), return_exceptions=True)
     connected_s = time.time() - t0
     print("connected", flush=True)
-    await asyncio.sleep(config["seconds"])
-    for p in pubs:
-        for t in (p.video, p.audio):
-            t.pause()  # type: ignore[union-attr]
-    await asyncio.sleep(TAIL_S)
+    await send_then_pause((t for p in pubs for t in (p.video, p.audio)), config["seconds"], TAIL_S)
     reports = []
     for p, counter, error in zip(pubs, counters, started, strict=True):
-        stats_packets = {"video": 0, "audio": 0}
-        if p.pc is not None:
-            for sender in p.pc.getSenders():
-                for st in (await sender.getStats()).values():
-                    if getattr(st, "type", "") == "outbound-rtp":
-                        stats_packets[st.kind] += st.packetsSent
+        stats_packets = await packets_sent([p.pc])
         reports.append(
             {
                 "participant": p.participant,
@@ -174,6 +172,7 @@ async def run_publishers(
         cwd=REPO,
         env={**python_env(), "PYTHONPATH": str(REPO)},
         stdout=asyncio.subprocess.PIPE,
+        preexec_fn=die_with_parent(),  # a killed test leaves no publishers behind
     )
     try:
         assert proc.stdout is not None

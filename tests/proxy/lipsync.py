@@ -5,10 +5,6 @@ the offsets between flashes and beeps in a decoded file: for ``test_lip_sync.py`
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +16,7 @@ from shared.events import AnyEvent
 
 from ..transcoder.media_probe import beep_onsets, flash_times
 from .conftest import Proxy, Recording, history, start_recording, stop_recording, wait_for_event
+from .join import cpu_load
 
 
 @dataclass(frozen=True)
@@ -34,17 +31,6 @@ class Call:
     rec: Recording
     events: list[AnyEvent]  # the recording's capture history, closed
     flashes_shown: dict[str, int]  # participant -> flashes its camera showed
-
-
-@contextmanager
-def busy_core() -> Iterator[None]:
-    """Another process that keeps one core busy for as long as the block runs."""
-    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        yield
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def pair(flashes: list[float], beeps: list[float]) -> list[float]:
@@ -96,7 +82,7 @@ async def flash_call(
                 connect_timeout=60,
             )
         )
-    with busy_core() if busy else nullcontext():
+    with cpu_load(1 if busy else 0):  # another process keeping one core busy
         try:
             await asyncio.gather(*(p.start() for p in pubs))
             await asyncio.sleep(seconds)
